@@ -1,0 +1,57 @@
+"""``evgw``: the command-line entry point.
+
+Sub-commands live in :mod:`agent.commands`, one module each, discovered at start-up.
+Usage errors exit 2 with the usage line; a handled failure (bad config, missing device)
+prints one clear message and exits with the code the command chose; nothing prints a
+traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from agent import commands
+from agent.errors import UserError
+from agent.version import VERSION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evgw",
+        description=(
+            "evgw: edge gateway for EV charging stations. Reads Modbus meters and GB/T 27930 "
+            "CAN traffic, keeps a signed ledger of charging records and forwards it over "
+            "MQTT and T/CEC 102."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"evgw {VERSION}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except UserError as exc:
+        print(f"evgw: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `evgw … | head` closed the pipe: not an error worth a traceback
+        sys.stderr.close()
+        return 0
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
