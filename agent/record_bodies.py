@@ -1,0 +1,328 @@
+"""Schemas of the ``body`` of each record kind (the station model ↔ uplinks contract).
+
+The station model builds a body struct, turns it into a plain dict with :func:`body_to_dict`
+and puts it in a :class:`agent.records.Record`. Uplinks read the dict back with
+:func:`decode_body`, which validates it and names the kind and the field on error.
+
+Field names are snake_case English with units in the name. Codes that a platform defines
+(connector status, stop reason, alarm code/type/level, station type …) are the T/CEC 102 /
+Shenzhen DB4403/T 77 integer codes (see ``docs/RECORDS.md`` and ``shared/spec/tcec102.md``),
+so mapping a record to a platform object never has to translate meanings, only names and
+formats. Times inside bodies are UTC ISO 8601 with milliseconds and ``Z``, like ``Record.ts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every body: immutable, keyword-only, unknown fields refused."""
+
+
+# --- connector_status -------------------------------------------------------------------
+
+
+class ConnectorStatusBody(_Body, frozen=True, kw_only=True):
+    """State of one connector, emitted on every change (and periodically while charging).
+
+    ``status`` is the T/CEC connector code: 0 offline, 1 idle, 2 occupied (not charging),
+    3 charging, 4 reserved, 255 fault. For DC connectors the ``*_a``/``*_v`` phase A values are
+    the charger output; phases B and C stay 0.
+    """
+
+    status: Literal[0, 1, 2, 3, 4, 255]
+    phase: str | None = None
+    """GB/T 27930 session phase name (``handshake``, ``config``, ``charging`` …) or None."""
+    voltage_v: float = 0.0
+    current_a: float = 0.0
+    voltage_b_v: float = 0.0
+    voltage_c_v: float = 0.0
+    current_b_a: float = 0.0
+    current_c_a: float = 0.0
+    power_kw: float = 0.0
+    energy_kwh: float | None = None
+    """Meter register (import), absolute."""
+    soc_pct: int | None = None
+    park_status: Literal[0, 10, 50] = 0
+    lock_status: Literal[0, 10, 50] = 0
+    connector_lock: Literal[0, 1, 2, 255] | None = None
+    connector_temp_c: int | None = None
+    equipment_temp_c: int | None = None
+    session_id: str | None = None
+    """Charging session this status belongs to (None when idle)."""
+    session_start_ts: str | None = None
+    charge_energy_kwh: float = 0.0
+    """Import energy of the current session (meter delta), 0 when idle."""
+    discharge_energy_kwh: float = 0.0
+    elec_money_yuan: float = 0.0
+    service_money_yuan: float = 0.0
+
+
+# --- bms_process (Shenzhen BmsInfo) -----------------------------------------------------
+
+
+class BmsProcessBody(_Body, frozen=True, kw_only=True):
+    """One battery-process sample of a DC charging session (GB/T 27930 BRM/BCP/BCL/BCS/BSM).
+
+    Also used as the BmsInfo snapshot inside an alarm.
+    """
+
+    session_id: str
+    connector_status: Literal[0, 1, 2, 3, 4, 255] = 3
+    demand_voltage_v: float
+    demand_current_a: float
+    measured_voltage_v: float
+    measured_current_a: float
+    soc_pct: int
+    max_cell_voltage_v: float
+    max_cell_voltage_no: int | None = None
+    min_cell_voltage_v: float | None = None
+    """Lowest cell voltage from BMV, None when the vehicle sends no per-cell voltages."""
+    max_temp_c: int
+    max_temp_probe_no: int | None = None
+    min_temp_c: int
+    min_temp_probe_no: int | None = None
+    charger_output_voltage_v: float
+    charger_output_current_a: float
+    max_allowed_charge_current_a: float
+    max_allowed_cell_voltage_v: float
+    max_allowed_temp_c: int
+    bms_protocol_version: str
+    """E.g. ``V1.1``."""
+    battery_type: int | None = None
+    """GB/T 27930 BRM battery type code (1 lead-acid … 3 LFP …)."""
+    rated_capacity_ah: float
+    vin: str | None = None
+    bms_code: str | None = None
+    """BMS identifier if known; the mapping falls back to VIN, then connector + session."""
+    elapsed_minutes: int = 0
+    remaining_minutes: int | None = None
+    session_start_ts: str | None = None
+
+
+# --- charge_order -----------------------------------------------------------------------
+
+
+class ChargeDetailBody(_Body, frozen=True, kw_only=True):
+    """Energy and money of one tariff period inside an order."""
+
+    start_ts: str
+    end_ts: str
+    elec_price_yuan_per_kwh: float
+    service_price_yuan_per_kwh: float
+    energy_kwh: float
+    elec_money_yuan: float
+    service_money_yuan: float
+
+
+class ChargeOrderBody(_Body, frozen=True, kw_only=True):
+    """The final order of one charging session.
+
+    ``stop_reason`` is the T/CEC StopReason: 0 user, 1 platform, 2 BMS, 3 charger fault,
+    4 connector disconnected. ``stop_bits`` keeps the raw BST/CST/BEM/CEM bits by name.
+    """
+
+    session_id: str
+    start_ts: str
+    end_ts: str
+    meter_energy_start_kwh: float
+    meter_energy_end_kwh: float
+    energy_kwh: float
+    charger_energy_kwh: float | None = None
+    soc_start_pct: int | None = None
+    soc_end_pct: int | None = None
+    vin: str | None = None
+    duration_s: int
+    peak_power_kw: float = 0.0
+    stop_reason: Literal[0, 1, 2, 3, 4]
+    stop_bits: dict[str, int] = {}
+    interrupted: bool = False
+    """True when the session ended without a normal stop (power cut, gateway restart)."""
+    ocmf: str | None = None
+    elec_money_yuan: float = 0.0
+    service_money_yuan: float = 0.0
+    total_money_yuan: float = 0.0
+    charge_details: tuple[ChargeDetailBody, ...] = ()
+
+
+# --- alarm (Shenzhen AlarmInfo) ---------------------------------------------------------
+
+
+class AlarmBody(_Body, frozen=True, kw_only=True):
+    """An alarm edge. ``code`` is the Shenzhen AlarmCode (1–31, 101–122, 201–206); ``type`` 1
+    charging system, 2 battery, 3 distribution; ``level`` 1 personal safety, 2 equipment
+    safety, 3 notice. ``bms`` is the last BmsInfo of the session on a DC connector, else None.
+    """
+
+    code: int
+    type: Literal[1, 2, 3]
+    level: Literal[1, 2, 3]
+    status: Literal["raised", "cleared"]
+    message: str = ""
+    bms: BmsProcessBody | None = None
+
+
+# --- identity (StationInfo / EquipmentInfo / ConnectorInfo) -----------------------------
+
+
+class ConnectorInfoBody(_Body, frozen=True, kw_only=True):
+    connector_id: str
+    name: str
+    connector_type: int
+    """T/CEC ConnectorType: 1 household socket … 4 DC plug; see spec §14.9."""
+    voltage_upper_v: int
+    voltage_lower_v: int
+    rated_voltage_v: int
+    current_a: int
+    power_kw: float
+    national_standard: Literal[1, 2] = 2
+    bms_power_type: Literal[1, 2, 3, 255] = 1
+    park_no: str | None = None
+
+
+class EquipmentInfoBody(_Body, frozen=True, kw_only=True):
+    equipment_id: str
+    name: str
+    manufacturer_id: str
+    manufacturer_name: str = ""
+    model: str = ""
+    production_date: str | None = None
+    """``yyyy-MM-dd``."""
+    equipment_type: int
+    """1 DC, 2 AC, 3 AC/DC, 4 wireless, 5 charge/discharge, 255 other."""
+    power_kw: float
+    equipment_status: Literal[1, 5, 6, 50] = 50
+    new_national_standard: Literal[1, 2, 3, 255] = 2
+    lng: float | None = None
+    lat: float | None = None
+    connectors: tuple[ConnectorInfoBody, ...]
+
+
+class StationInfoBody(_Body, frozen=True, kw_only=True):
+    name: str
+    operator_id: str
+    equipment_owner_id: str
+    country_code: str = "CN"
+    area_code: str
+    address: str
+    station_tel: str = ""
+    service_tel: str
+    station_type: int = 1
+    station_status: Literal[0, 1, 5, 6, 50] = 50
+    park_nums: int = 0
+    lng: float
+    lat: float
+    """GCJ-02 coordinates."""
+    construction: int = 255
+    site_guide: str = ""
+    pictures: tuple[str, ...] = ()
+    busine_hours: str = ""
+    electricity_fee: str = ""
+    service_fee: str = ""
+    park_fee: str = ""
+    payment: str = ""
+    support_order: Literal[0, 1] = 0
+    park_owner: str = ""
+    park_manager: str = ""
+    open_all_day: Literal[0, 1] = 1
+    park_free: Literal[0, 1] = 0
+    operator_type: Literal[1, 2] = 1
+
+
+class IdentityBody(_Body, frozen=True, kw_only=True):
+    """Registration data of the station, pushed first and after every configuration change."""
+
+    station: StationInfoBody
+    equipments: tuple[EquipmentInfoBody, ...]
+
+
+# --- event, meter_sample, station_stats, gateway_health ---------------------------------
+
+
+class EventBody(_Body, frozen=True, kw_only=True):
+    """A lifecycle event (``started``, ``config_reloaded``, ``key_rotated``, ``clock_jump``,
+    ``meter_replaced``, ``uplink_record_parked`` …). Only events with a T/CEC EventType/
+    EventCode (e.g. 7001 distribution fault, 7002 station service fault) go to the city
+    platform."""
+
+    event: str
+    message: str = ""
+    details: dict[str, Any] = {}
+    tcec_event_type: int | None = None
+    tcec_event_code: int | None = None
+
+
+class MeterSampleBody(_Body, frozen=True, kw_only=True):
+    meter_id: str
+    power_kw: float
+    energy_kwh: float
+    export_energy_kwh: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+
+
+class ConnectorStatsBody(_Body, frozen=True, kw_only=True):
+    connector_id: str
+    equipment_id: str
+    energy_kwh: float
+    discharge_energy_kwh: float = 0.0
+    sessions: int
+
+
+class StationStatsBody(_Body, frozen=True, kw_only=True):
+    period: Literal["hour", "day"]
+    period_start_ts: str
+    period_end_ts: str
+    connectors: tuple[ConnectorStatsBody, ...]
+
+
+class GatewayHealthBody(_Body, frozen=True, kw_only=True):
+    uptime_s: float
+    version: str
+    backlog: dict[str, int] = {}
+    ledger_size_bytes: int | None = None
+    last_seq: int | None = None
+    versions: dict[str, str] = {}
+
+
+BODY_TYPES: Final[dict[str, type[_Body]]] = {
+    "connector_status": ConnectorStatusBody,
+    "bms_process": BmsProcessBody,
+    "charge_order": ChargeOrderBody,
+    "alarm": AlarmBody,
+    "identity": IdentityBody,
+    "event": EventBody,
+    "meter_sample": MeterSampleBody,
+    "station_stats": StationStatsBody,
+    "gateway_health": GatewayHealthBody,
+}
+"""Body struct for every kind in :data:`agent.records.KINDS`."""
+
+
+class BodyError(ValueError):
+    """A body that does not match its kind's schema; the message names kind and field."""
+
+
+def decode_body(kind: str, body: dict[str, Any]) -> Any:
+    """Validate ``body`` against the schema of ``kind`` and return the typed struct.
+
+    Raises :class:`BodyError` naming the kind and the offending field, e.g.
+    ``connector_status body: Expected `int`, got `str` - at `$.status```.
+    """
+    body_type = BODY_TYPES.get(kind)
+    if body_type is None:
+        raise BodyError(f"unknown record kind {kind!r}; known kinds: {', '.join(BODY_TYPES)}")
+    try:
+        return msgspec.convert(body, body_type)
+    except msgspec.ValidationError as exc:
+        raise BodyError(f"{kind} body: {exc}") from None
+
+
+def body_to_dict(body: _Body) -> dict[str, Any]:
+    """The plain-dict form of a body struct, as stored in ``Record.body``."""
+    out = msgspec.to_builtins(body)
+    assert isinstance(out, dict)
+    return out
