@@ -58,7 +58,7 @@ def canonical_json(obj: Any) -> bytes:
 
 def iso_ts(epoch_s: float) -> str:
     """Format a POSIX timestamp as ``2026-11-22T21:41:51.123Z`` (UTC, milliseconds)."""
-    ms = int(round(epoch_s * 1000))
+    ms = round(epoch_s * 1000)
     sec, milli = divmod(ms, 1000)
     stamp = _dt.datetime.fromtimestamp(sec, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{milli:03d}Z"

@@ -55,7 +55,9 @@ def open_pty_pair(directory: Path, name: str = "tty") -> PtyPair:
     """Start ``socat`` linking ``directory/name-a`` and ``directory/name-b``."""
     socat = shutil.which("socat")
     if socat is None:
-        pytest.fail("socat is not installed: run `make test` (installs it as root) or apt-get install socat")
+        pytest.fail(
+            "socat is not installed: run `make test` (installs it as root) or apt-get install socat"
+        )
     a, b = directory / f"{name}-a", directory / f"{name}-b"
     proc = subprocess.Popen(
         [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
@@ -79,9 +81,13 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if found is None:
-        pytest.fail("mosquitto is not installed: run `make test` (installs it as root) or apt-get install mosquitto")
+        pytest.fail(
+            "mosquitto is not installed: run `make test` (installs it as root) or apt-get install mosquitto"
+        )
     return found
 
 
@@ -106,7 +112,9 @@ class Broker:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; config {self.conf}") from None
+                    raise RuntimeError(
+                        f"mosquitto exited with {self.proc.returncode}; config {self.conf}"
+                    ) from None
                 time.sleep(0.02)
         raise RuntimeError(f"mosquitto did not listen on port {self.port}")
 

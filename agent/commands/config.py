@@ -1,0 +1,64 @@
+"""``evgw config example|check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.config import ConfigError, default_config_path, load_config, load_secrets
+from agent.resources import read_resource
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "config",
+        help="print the example config, or check a config file",
+        description="Print the commented example configuration, or validate a config file.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    example = actions.add_parser(
+        "example",
+        help="print the commented example evgw.toml",
+        description="Print a complete, commented evgw.toml to copy and edit.",
+    )
+    example.add_argument(
+        "--secrets", action="store_true", help="print the example secrets.toml instead"
+    )
+    example.set_defaults(func=_example)
+    check = actions.add_parser(
+        "check",
+        help="validate a config file (exit 0 when valid, 2 with the list of problems)",
+        description=(
+            "Validate a config file: every key, range and cross-reference, all problems at once. "
+            "With --secrets, also read the secrets file and check its permissions."
+        ),
+    )
+    check.add_argument(
+        "file", nargs="?", help=f"config file (default: $EVGW_CONFIG or {default_config_path()})"
+    )
+    check.add_argument(
+        "--secrets", action="store_true", help="also load and check the secrets the uplinks need"
+    )
+    check.set_defaults(func=_check)
+
+
+def _example(args: argparse.Namespace) -> int:
+    sys.stdout.write(read_resource("secrets.example.toml" if args.secrets else "evgw.example.toml"))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path = args.file or default_config_path()
+    try:
+        config = load_config(path)
+        if args.secrets:
+            load_secrets(config)
+    except ConfigError as exc:
+        print(f"evgw: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{path}: OK — gateway {config.gateway.gateway_id}, station {config.station.station_id}, "
+        f"{len(config.connectors())} connectors, {len(config.meters)} meters, "
+        f"{len(config.can_buses)} CAN buses"
+    )
+    return 0

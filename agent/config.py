@@ -1,0 +1,442 @@
+"""Load and validate ``evgw.toml`` and the secrets that go with it.
+
+:func:`load_config` reads one TOML file and returns an immutable :class:`Config`
+(schema in :mod:`agent.config_schema`) or raises :class:`ConfigError` listing *every*
+problem: the file, the key path (``meters[2].unit_id``), what was expected and what was
+found, with a "did you mean" for misspelt keys. Cross-checks between sections (dangling
+references, duplicate ids, conflicting serial settings) are reported the same way.
+
+Secrets never live in the main file. :func:`load_secrets` reads ``secrets.toml`` from
+systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``) or from ``gateway.secrets_file``,
+which must be owned by the service user and unreadable by others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import stat
+import tomllib
+import types
+import typing
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agent.config_schema import Config, MeterSection
+from agent.errors import UserError
+
+DEFAULT_CONFIG_PATH = Path("/etc/evgw/evgw.toml")
+CONFIG_ENV = "EVGW_CONFIG"
+SECRETS_CREDENTIAL = "secrets.toml"
+
+
+class ConfigError(UserError):
+    """A config (or secrets) file that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {count}:\n{lines}", exit_code=2)
+
+
+def default_config_path() -> Path:
+    """``$EVGW_CONFIG`` when set, else ``/etc/evgw/evgw.toml``."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, validate and cross-check a config file."""
+    file = Path(path) if path is not None else default_config_path()
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            str(file), ["file not found (copy one with `evgw config example > FILE`)"]
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            str(file), ["permission denied: the service user must be able to read it"]
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(str(file), ["is a directory, expected a TOML file"]) from None
+    return parse_config(raw, source=str(file))
+
+
+def parse_config(raw: bytes | str, source: str = "<config>") -> Config:
+    text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
+    problems: list[str] = []
+    _check(data, Config, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:  # a case the walk above did not foresee
+        raise ConfigError(source, [str(exc)]) from None
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+# --- structural validation, every error at once -------------------------------------------
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _struct_of(tp: Any) -> type[msgspec.Struct] | None:
+    """The Struct class inside ``tp`` (``X``, ``X | None``, ``Annotated[X, …]``), if any."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _struct_of(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            found = _struct_of(arg)
+            if found is not None:
+                return found
+        return None
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    return None
+
+
+def _list_item(tp: Any) -> Any | None:
+    """The element type of a ``list[...]`` (possibly ``Annotated``), else None."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _list_item(typing.get_args(tp)[0])
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0]
+    return None
+
+
+def _literal_choices(tp: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(tp) is typing.Annotated:
+        return _literal_choices(typing.get_args(tp)[0])
+    if typing.get_origin(tp) is typing.Literal:
+        return typing.get_args(tp)
+    return None
+
+
+def _description(tp: Any) -> str | None:
+    """The ``Meta(description=…)`` of a constrained type, used instead of a raw regex."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [_description(a) for a in typing.get_args(tp)]
+        return next((d for d in found if d), None)
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if isinstance(meta, msgspec.Meta) and meta.description:
+                return meta.description
+        return _description(typing.get_args(tp)[0])
+    return None
+
+
+def _leaf_error(value: Any, tp: Any) -> str | None:
+    choices = _literal_choices(tp)
+    if choices is not None:
+        if value in choices and type(value) is type(choices[0]):
+            return None
+        listed = ", ".join(repr(c) if isinstance(c, str) else str(c) for c in choices)
+        return f"expected one of {listed}, found {_describe(value)}"
+    try:
+        msgspec.convert(value, tp)
+    except msgspec.ValidationError as exc:
+        message = str(exc).split(" - at ", 1)[0].split(", got `", 1)[0]
+        message = message[0].lower() + message[1:]
+        if "matching regex" in message and _description(tp):
+            message = f"expected {_description(tp)}"
+        return f"{message}, found {_describe(value)}"
+    return None
+
+
+def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
+    struct = _struct_of(tp)
+    if struct is not None:
+        if not isinstance(value, dict):
+            problems.append(f"{path or '(top level)'}: expected a table, found {_describe(value)}")
+            return
+        fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+        for key in value:
+            if key not in fields:
+                hint = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+                suggestion = f" (did you mean `{hint[0]}`?)" if hint else ""
+                problems.append(f"{_join(path, key)}: unknown key{suggestion}")
+        for name, field in fields.items():
+            if name not in value:
+                if field.required:
+                    problems.append(f"{_join(path, name)}: required key is missing")
+                continue
+            _check(value[name], field.type, _join(path, name), problems)
+        return
+    item = _list_item(tp)
+    if item is not None and isinstance(value, list):
+        error = _leaf_error([], tp) if not value else None
+        if error:
+            problems.append(
+                f"{path}: {error.replace(', found an array', ', found an empty array')}"
+            )
+        for i, element in enumerate(value):
+            _check(element, item, f"{path}[{i}]", problems)
+        return
+    error = _leaf_error(value, tp)
+    if error:
+        problems.append(f"{path}: {error}")
+
+
+# --- cross-checks between sections --------------------------------------------------------
+
+
+def _duplicates(values: Iterable[str]) -> list[str]:
+    return sorted(v for v, n in Counter(values).items() if n > 1)
+
+
+def cross_check(config: Config) -> list[str]:
+    """Checks no single key can make: references, uniqueness, shared serial lines."""
+    problems: list[str] = []
+    for dup in _duplicates(e.equipment_id for e in config.equipment):
+        problems.append(f"equipment: equipment_id {dup!r} is used more than once")
+    connectors = config.connectors()
+    all_connector_ids = [c.connector_id for e in config.equipment for c in e.connectors]
+    for dup in _duplicates(all_connector_ids):
+        problems.append(f"equipment: connector_id {dup!r} is used more than once")
+    for i, e in enumerate(config.equipment):
+        for j, c in enumerate(e.connectors):
+            if c.voltage_lower_v > c.voltage_upper_v:
+                problems.append(
+                    f"equipment[{i}].connectors[{j}]: voltage_lower_v ({c.voltage_lower_v}) is "
+                    f"above voltage_upper_v ({c.voltage_upper_v})"
+                )
+    for dup in _duplicates(m.meter_id for m in config.meters):
+        problems.append(f"meters: meter_id {dup!r} is used more than once")
+    problems += _check_meters(config.meters, connectors)
+    bus_connectors: list[str] = []
+    for i, bus in enumerate(config.can_buses):
+        where = f"can_buses[{i}]"
+        if bus.connector_id not in connectors:
+            problems.append(
+                f"{where}.connector_id: no connector {bus.connector_id!r} "
+                f"(known: {', '.join(sorted(connectors)) or 'none'})"
+            )
+        elif connectors[bus.connector_id][1].connector_type != 4:
+            problems.append(
+                f"{where}.connector_id: connector {bus.connector_id!r} is not a DC connector "
+                "(connector_type 4); GB/T 27930 CAN exists only on DC connectors"
+            )
+        bus_connectors.append(bus.connector_id)
+    for dup in _duplicates(bus_connectors):
+        problems.append(f"can_buses: connector {dup!r} has more than one CAN bus")
+    for dup in _duplicates(f"{b.interface}:{b.channel}" for b in config.can_buses):
+        problems.append(f"can_buses: interface and channel {dup!r} are used more than once")
+    mqtt = config.uplinks.mqtt
+    if mqtt is not None and mqtt.enabled:
+        if mqtt.tls and not mqtt.ca_file:
+            problems.append(
+                "uplinks.mqtt.ca_file: required when tls = true (the CA that signed the broker's "
+                "certificate); set tls = false only on a trusted local network"
+            )
+        if (mqtt.cert_file is None) != (mqtt.key_file is None):
+            problems.append("uplinks.mqtt: cert_file and key_file must be given together")
+    cec = config.uplinks.cec
+    if cec is not None and cec.enabled:
+        if (cec.cert_file is None) != (cec.key_file is None):
+            problems.append("uplinks.cec: cert_file and key_file must be given together")
+        if _duplicates(cec.interfaces):
+            problems.append(f"uplinks.cec.interfaces: listed twice: {_duplicates(cec.interfaces)}")
+    return problems
+
+
+def _check_meters(meters: list[MeterSection], connectors: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    lines: dict[str, list[tuple[int, MeterSection]]] = {}
+    mains = 0
+    for i, m in enumerate(meters):
+        where = f"meters[{i}]"
+        if m.role == "station_main":
+            mains += 1
+            if m.connector_id is not None:
+                problems.append(f"{where}.connector_id: a station_main meter serves no connector")
+        elif m.connector_id is None:
+            problems.append(
+                f'{where}.connector_id: required for role = "connector" '
+                '(or set role = "station_main")'
+            )
+        elif m.connector_id not in connectors:
+            problems.append(
+                f"{where}.connector_id: no connector {m.connector_id!r} "
+                f"(known: {', '.join(sorted(connectors)) or 'none'})"
+            )
+        if m.transport == "rtu":
+            if not m.port:
+                problems.append(f'{where}.port: required for transport = "rtu" (e.g. /dev/ttyUSB0)')
+            else:
+                lines.setdefault(m.port, []).append((i, m))
+        elif not m.host:
+            problems.append(f'{where}.host: required for transport = "{m.transport}"')
+        else:
+            lines.setdefault(f"{m.host}:{m.tcp_port}", []).append((i, m))
+    if mains > 1:
+        problems.append('meters: more than one meter has role = "station_main"')
+    for dup in _duplicates(m.connector_id for m in meters if m.connector_id):
+        problems.append(f"meters: connector {dup!r} has more than one meter")
+    for line, members in lines.items():
+        first_i, first = members[0]
+        for i, m in members[1:]:
+            for key in ("baud", "parity", "stop_bits"):
+                if m.transport == "rtu" and getattr(m, key) != getattr(first, key):
+                    problems.append(
+                        f"meters[{i}].{key}: {getattr(m, key)!r} differs from meters[{first_i}]."
+                        f"{key} ({getattr(first, key)!r}) on the same line {line}; all meters on "
+                        "one RS-485 line must use the same serial settings"
+                    )
+        for dup in _duplicates(str(m.unit_id) for _, m in members):
+            problems.append(f"meters: unit_id {dup} is used twice on line {line}")
+    return problems
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr``/logs."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSecrets:
+    username: Secret | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CecSecrets:
+    operator_secret: Secret
+    data_secret: Secret
+    data_iv: Secret
+    sig_secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    source: str
+    mqtt: MqttSecrets
+    cec: CecSecrets | None
+
+    def fingerprint(self) -> str:
+        """First 8 hex digits of the SHA-256 of all secrets: safe to log, changes with any."""
+        return hashlib.sha256("\0".join(self.values()).encode()).hexdigest()[:8]
+
+    def values(self) -> list[str]:
+        """Every secret value, for the log redaction filter."""
+        found = [self.mqtt.username, self.mqtt.password]
+        if self.cec is not None:
+            c = self.cec
+            found += [c.operator_secret, c.data_secret, c.data_iv, c.sig_secret]
+        return [str(v) for v in found if v]
+
+
+def secrets_path(config: Config) -> tuple[Path, bool]:
+    """Where the secrets come from, and whether systemd's credential store provides them."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / SECRETS_CREDENTIAL).is_file():
+        return Path(creds) / SECRETS_CREDENTIAL, True
+    return Path(config.gateway.secrets_file), False
+
+
+def check_private_file(path: Path, what: str) -> list[str]:
+    """Problems with a file that must be private to the service user (empty when fine)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [f"{what} {path} does not exist"]
+    except PermissionError:
+        return [f"{what} {path}: permission denied; the service user must own it"]
+    problems = []
+    if st.st_uid != os.geteuid():
+        problems.append(
+            f"{what} {path} is owned by uid {st.st_uid}, not by the service user (uid "
+            f"{os.geteuid()}); fix: chown evgw:evgw {path}"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        problems.append(
+            f"{what} {path} is readable or writable by others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); fix: chmod 600 {path}"
+        )
+    return problems
+
+
+def _secret(table: dict[str, Any], key: str, where: str, problems: list[str]) -> Secret:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        problems.append(f"{where}.{key}: required, a non-empty string")
+        return Secret("")
+    return Secret(value)
+
+
+def load_secrets(config: Config) -> Secrets:
+    """Read the secrets the enabled uplinks need; refuse an unprotected file."""
+    path, from_credentials = secrets_path(config)
+    mqtt_on = config.uplinks.mqtt is not None and config.uplinks.mqtt.enabled
+    cec_on = config.uplinks.cec is not None and config.uplinks.cec.enabled
+    if not path.exists() and not cec_on:
+        return Secrets(source="(none)", mqtt=MqttSecrets(), cec=None)
+    if not from_credentials:
+        problems = check_private_file(path, "secrets file")
+        if problems:
+            raise ConfigError(str(path), problems)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+    problems: list[str] = []
+    for key in data:
+        if key not in ("mqtt", "cec"):
+            problems.append(f"{key}: unknown table (expected [mqtt] or [cec])")
+    mqtt_table = data.get("mqtt", {})
+    mqtt = MqttSecrets()
+    if mqtt_on and isinstance(mqtt_table, dict):
+        user, password = mqtt_table.get("username"), mqtt_table.get("password")
+        mqtt = MqttSecrets(
+            username=Secret(user) if isinstance(user, str) else None,
+            password=Secret(password) if isinstance(password, str) else None,
+        )
+    cec = None
+    if cec_on:
+        table = data.get("cec")
+        if not isinstance(table, dict):
+            problems.append("cec: the [cec] table is required when uplinks.cec is enabled")
+        else:
+            cec = CecSecrets(
+                **{k: _secret(table, k, "cec", problems) for k in CecSecrets.__slots__}
+            )
+            for key in ("data_secret", "data_iv", "sig_secret"):
+                value = table.get(key)
+                if isinstance(value, str) and value and len(value.encode()) != 16:
+                    problems.append(
+                        f"cec.{key}: must be 16 ASCII characters, found {len(value.encode())} bytes"
+                    )
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Secrets(source=str(path), mqtt=mqtt, cec=cec)

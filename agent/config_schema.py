@@ -1,0 +1,244 @@
+"""The shape of ``evgw.toml``: typed, immutable, with defaults and ranges.
+
+Every section is a frozen ``msgspec.Struct``. Validation of a whole file (all errors at
+once, key paths, "did you mean") lives in :mod:`agent.config`; cross-checks between
+sections live there too. Field names carry their units.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Meta = msgspec.Meta
+
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+UnitId = Annotated[int, Meta(ge=1, le=247)]
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+CanBitrate = Literal[125000, 250000, 500000, 1000000]
+OperatorId = Annotated[
+    str, Meta(pattern=r"^[0-9A-Za-z]{9}$", description="exactly 9 letters or digits")
+]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config section: immutable, unknown keys rejected."""
+
+
+class GatewaySection(_Section, kw_only=True):
+    gateway_id: Annotated[
+        str,
+        Meta(
+            pattern=r"^[A-Za-z0-9._-]{1,64}$",
+            description="1 to 64 letters, digits, dots, dashes or underscores",
+        ),
+    ]
+    operator_id: OperatorId
+    """The 9-character organisation code of the station operator (T/CEC OperatorID)."""
+    state_dir: NonEmpty = "/var/lib/evgw"
+    secrets_file: NonEmpty = "/etc/evgw/secrets.toml"
+    """Used when systemd's ``$CREDENTIALS_DIRECTORY`` does not hold ``secrets.toml``."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StationSection(_Section, kw_only=True):
+    station_id: Annotated[str, Meta(min_length=1, max_length=20)]
+    name: Annotated[str, Meta(min_length=1, max_length=50)]
+    area_code: Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6 digits")] = "440300"
+    """GB/T 2260 administrative division code (440300 = Shenzhen)."""
+    address: Annotated[str, Meta(max_length=200)] = ""
+    country_code: Annotated[str, Meta(min_length=2, max_length=2)] = "CN"
+    equipment_owner_id: OperatorId | None = None
+    service_tel: Annotated[str, Meta(max_length=30)] = ""
+    station_tel: Annotated[str, Meta(max_length=32)] = ""
+    station_type: Literal[1, 50, 100, 101, 102, 103, 255] = 1
+    station_status: Literal[0, 1, 5, 6, 50] = 50
+    construction: Annotated[int, Meta(ge=1, le=255)] = 255
+    park_nums: Annotated[int, Meta(ge=0)] = 0
+    lng: Annotated[float, Meta(ge=-180, le=180)] = 0.0
+    lat: Annotated[float, Meta(ge=-90, le=90)] = 0.0
+
+
+class ConnectorSection(_Section, kw_only=True):
+    connector_id: Annotated[str, Meta(min_length=1, max_length=26)]
+    name: Annotated[str, Meta(max_length=30)] = ""
+    connector_type: Literal[1, 2, 3, 4, 5, 6, 255]
+    """T/CEC ConnectorType: 4 = DC plug with cable (GB/T 27930 CAN), 3 = AC plug with cable."""
+    power_kw: Positive
+    voltage_upper_v: Annotated[int, Meta(ge=1, le=1500)]
+    voltage_lower_v: Annotated[int, Meta(ge=0, le=1500)]
+    current_a: Annotated[int, Meta(ge=1, le=1000)]
+    national_standard: Literal[1, 2] = 2
+    """1 = GB/T 2011, 2 = GB/T 2015."""
+    park_no: Annotated[str, Meta(max_length=10)] = ""
+
+
+class EquipmentSection(_Section, kw_only=True):
+    equipment_id: Annotated[str, Meta(min_length=1, max_length=23)]
+    name: Annotated[str, Meta(max_length=30)] = ""
+    equipment_type: Literal[1, 2, 3, 4, 5, 255]
+    """1 DC, 2 AC, 3 AC/DC, 4 wireless, 5 charge/discharge, 255 other (T/CEC numbering)."""
+    power_kw: Positive
+    manufacturer_id: Annotated[str, Meta(max_length=9)] = ""
+    model: Annotated[str, Meta(max_length=20)] = ""
+    production_date: (
+        Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$", description="yyyy-MM-dd")] | None
+    ) = None
+    connectors: Annotated[list[ConnectorSection], Meta(min_length=1)]
+
+
+class MeterSection(_Section, kw_only=True):
+    meter_id: Annotated[str, Meta(min_length=1, max_length=32)]
+    profile: NonEmpty
+    """Meter model profile name, as listed by ``evgw meter profiles``."""
+    transport: Literal["rtu", "tcp", "rtu_over_tcp"]
+    unit_id: UnitId
+    connector_id: str | None = None
+    role: Literal["connector", "station_main"] = "connector"
+    # RTU
+    port: str | None = None
+    baud: Baud = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stop_bits: Literal[1, 2] = 1
+    # TCP
+    host: str | None = None
+    tcp_port: Port = 502
+    poll_interval_s: Annotated[float, Meta(ge=0.2, le=3600)] = 5.0
+    timeout_s: Annotated[float, Meta(gt=0, le=30)] = 1.0
+    retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    offline_after_failures: Annotated[int, Meta(ge=1, le=100)] = 3
+    rated_power_kw: Positive | None = None
+    """Upper bound for plausibility checks; defaults to the connector's power."""
+
+
+class CanBusSection(_Section, kw_only=True):
+    connector_id: NonEmpty
+    interface: NonEmpty
+    """A python-can interface: socketcan, slcan, pcan, kvaser, virtual, …"""
+    channel: NonEmpty
+    bitrate: CanBitrate = 250000
+    listen_only: bool = True
+
+
+class MqttSection(_Section, kw_only=True):
+    enabled: bool = True
+    brokers: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[^:\s]+:\d{1,5}$", description="host:port")]],
+        Meta(min_length=1),
+    ]
+    """``host:port`` entries, tried in turn."""
+    tls: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_hostname: bool = True
+    client_id: str | None = None
+    """Stable client id; defaults to ``evgw-<gateway_id>``."""
+    protocol: Literal["3.1.1", "5"] = "5"
+    topic_prefix: Annotated[
+        str, Meta(pattern=r"^[^#+\s]+$", description="a topic without wildcards or spaces")
+    ] = "evgw/v1"
+    qos: Literal[1] = 1
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
+    batch_size: Annotated[int, Meta(ge=1, le=10000)] = 500
+    inflight: Annotated[int, Meta(ge=1, le=1000)] = 20
+    command_pubkey_file: str | None = None
+    """PEM public key of the platform: downlink commands must be signed by it."""
+
+
+CecInterface = Literal[
+    "notification_stationInfo",
+    "notification_stationStatus",
+    "notification_bmsInfo",
+    "notification_alarmInfo",
+    "notification_charge_order_info",
+    "notification_eventInfo",
+    "notification_equip_charge_status",
+    "check_charge_orders",
+]
+
+ALL_CEC_INTERFACES: tuple[str, ...] = CecInterface.__args__  # type: ignore[attr-defined]
+
+
+class CecSection(_Section, kw_only=True):
+    enabled: bool = True
+    base_url: Annotated[
+        str, Meta(pattern=r"^https?://\S+$", description="an http:// or https:// URL")
+    ]
+    operator_id: OperatorId | None = None
+    """Our OperatorID on the platform; defaults to ``gateway.operator_id``."""
+    platform_operator_id: OperatorId
+    interfaces: list[CecInterface] = msgspec.field(default_factory=lambda: list(ALL_CEC_INTERFACES))
+    request_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    token_refresh_margin_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
+    status_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
+    retry_max_s: Annotated[float, Meta(ge=1, le=3600)] = 300.0
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 50
+    iv_equals_key: bool = False
+    """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
+    accept_lowercase_sig: bool = False
+    """Platform quirk: the platform answers with a lower-case hex Sig."""
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class UplinksSection(_Section, kw_only=True):
+    mqtt: MqttSection | None = None
+    cec: CecSection | None = None
+
+
+class LedgerSection(_Section, kw_only=True):
+    path: NonEmpty = "/var/lib/evgw/ledger.db"
+    key_path: NonEmpty = "/var/lib/evgw/gateway.key"
+    size_cap_mb: Annotated[float, Meta(ge=1)] = 1024.0
+    checkpoint_interval_s: Annotated[float, Meta(ge=1, le=60)] = 60.0
+
+
+class SamplingSection(_Section, kw_only=True):
+    bms_process_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 15.0
+    status_heartbeat_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
+    meter_sample_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    offline_after_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+    """A connector whose bus and meter are silent this long is reported offline (status 0)."""
+
+
+class SafetySection(_Section, kw_only=True):
+    battery_over_temp_c: Annotated[float, Meta(ge=0, le=150)] = 55.0
+    temp_rise_c_per_min: Annotated[float, Meta(gt=0, le=100)] = 2.0
+    overcurrent_margin_a: NonNegative = 5.0
+    overcurrent_duration_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    voltage_mismatch_pct: Percent = 5.0
+    connector_over_temp_c: Annotated[float, Meta(ge=0, le=200)] = 90.0
+    bms_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    energy_tolerance_kwh: NonNegative = 0.5
+    energy_tolerance_pct: Percent = 2.0
+    hysteresis_c: NonNegative = 2.0
+
+
+class MetricsSection(_Section, kw_only=True):
+    enabled: bool = False
+    port: Port = 9108
+    """Bound to 127.0.0.1 only."""
+
+
+class Config(_Section, kw_only=True):
+    gateway: GatewaySection
+    station: StationSection
+    equipment: Annotated[list[EquipmentSection], Meta(min_length=1)]
+    meters: list[MeterSection] = msgspec.field(default_factory=list)
+    can_buses: list[CanBusSection] = msgspec.field(default_factory=list)
+    uplinks: UplinksSection = msgspec.field(default_factory=UplinksSection)
+    ledger: LedgerSection = msgspec.field(default_factory=LedgerSection)
+    sampling: SamplingSection = msgspec.field(default_factory=SamplingSection)
+    safety: SafetySection = msgspec.field(default_factory=SafetySection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+
+    def connectors(self) -> dict[str, tuple[EquipmentSection, ConnectorSection]]:
+        """Every connector by id, with the equipment that holds it."""
+        return {c.connector_id: (e, c) for e in self.equipment for c in e.connectors}

@@ -1,0 +1,128 @@
+"""``evgw run``: the gateway service on one asyncio loop.
+
+Start-up: load and validate the config and secrets (a bad config stops here with exit 2,
+before systemd is told we are ready), build the components (:mod:`agent.wiring`), start
+each as a supervised task, then send ``READY=1``. While running: ``WATCHDOG=1`` from the
+loop at half the watchdog interval and a one-line ``STATUS=``. SIGHUP reloads the config;
+one that fails validation is logged and ignored, the service keeps the old one. SIGTERM
+(or SIGINT) stops intake, flushes and returns 0 within the stop budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from agent.config import ConfigError, Secrets, load_config, load_secrets
+from agent.config_schema import Config
+from agent.logs import register_secrets
+from agent.supervisor import Supervisor
+from agent.systemd_notify import Notifier
+from agent.wiring import Runtime, build_runtime
+
+log = logging.getLogger("evgw.service")
+
+STOP_BUDGET_S = 8.0
+"""Everything must be flushed and closed within this; the unit allows 10 s."""
+
+
+class Service:
+    def __init__(self, config_path: Path, notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.config: Config | None = None
+        self.secrets: Secrets | None = None
+        self.runtime: Runtime | None = None
+        self.supervisor = Supervisor()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    def _load(self) -> tuple[Config, Secrets]:
+        config = load_config(self.config_path)
+        secrets = load_secrets(config)
+        register_secrets(secrets.values())
+        log.debug("secrets loaded from %s (fingerprint %s)", secrets.source, secrets.fingerprint())
+        return config, secrets
+
+    def _start_components(self) -> None:
+        assert self.runtime is not None
+        for component in self.runtime.components:
+            self.supervisor.start(component.name, component.run)
+
+    def status_line(self) -> str:
+        parts = [self.runtime.summary() if self.runtime else "starting", self.supervisor.summary()]
+        return "; ".join(parts)
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        self.config, self.secrets = self._load()  # ConfigError propagates: exit 2, not READY
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self.runtime = await build_runtime(self.config, self.secrets)
+        self._start_components()
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        log.info(
+            "started: gateway %s, station %s, config %s",
+            self.config.gateway.gateway_id,
+            self.config.station.station_id,
+            self.config_path,
+        )
+        self.notifier.ready(self.status_line())
+        try:
+            while not self._stop.is_set():
+                reload_wait = asyncio.create_task(self._reload.wait())
+                stop_wait = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({reload_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                reload_wait.cancel()
+                stop_wait.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self._do_reload()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping")
+            watchdog.cancel()
+            await self._shutdown()
+            self.notifier.close()
+        log.info("stopped")
+        return 0
+
+    async def _do_reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config, secrets = self._load()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            self.notifier.status(f"reload rejected; {self.status_line()}")
+            return
+        log.info("configuration reloaded from %s", self.config_path)
+        await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
+        assert self.runtime is not None
+        self.runtime = await self.runtime.reconfigure(config, secrets)
+        self.config, self.secrets = config, secrets
+        self._start_components()
+        self.notifier.ready(self.status_line())
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        while True:
+            if interval is not None:
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(interval if interval is not None else 30.0)
+
+    async def _shutdown(self) -> None:
+        await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
+        if self.runtime is not None:
+            try:
+                await asyncio.wait_for(self.runtime.close(), timeout=STOP_BUDGET_S / 2)
+            except TimeoutError:
+                log.error("flushing and closing took longer than %.1f s", STOP_BUDGET_S / 2)
+
+
+def run_service(config_path: Path) -> int:
+    return asyncio.run(Service(config_path).run())
