@@ -1,0 +1,73 @@
+"""Read-side queries, run on a reader connection of their own (SQLite WAL: readers never
+block the writer). Every query here is served by an index: the ``records`` primary key, the
+``(kind, seq)`` index or the ``(session_id, seq)`` index."""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Collection
+
+from agent.ledger.chain import stored_from_row
+from agent.records import StoredRecord
+
+_BATCH = (
+    "SELECT seq, prev, hash, data FROM records WHERE seq > ? AND data IS NOT NULL{kind} "
+    "AND NOT EXISTS (SELECT 1 FROM parked p WHERE p.uplink = ? AND p.seq = records.seq) "
+    "ORDER BY seq LIMIT ?"
+)
+_BATCH_ALL = _BATCH.format(kind="")
+_BATCH_KIND = _BATCH.format(kind=" AND kind = ?")
+
+
+def read_batch(
+    conn: sqlite3.Connection,
+    uplink: str,
+    after_seq: int,
+    limit: int,
+    kinds: Collection[str] | None,
+) -> list[StoredRecord]:
+    if limit <= 0:
+        return []
+    if kinds is None:
+        rows = conn.execute(_BATCH_ALL, (after_seq, uplink, limit)).fetchall()
+    else:
+        # one ordered index range per kind, merged: never a sort of the whole backlog
+        per_kind = [
+            conn.execute(_BATCH_KIND, (after_seq, kind, uplink, limit)).fetchall()
+            for kind in sorted(set(kinds))
+        ]
+        rows = list(heapq.merge(*per_kind))[:limit]
+    return [stored_from_row(data, prev, digest) for _seq, prev, digest, data in rows]
+
+
+def backlog(conn: sqlite3.Connection, uplink: str, after_seq: int) -> int:
+    waiting = conn.execute(
+        "SELECT count(*) FROM records WHERE seq > ? AND data IS NOT NULL", (after_seq,)
+    ).fetchone()[0]
+    parked = conn.execute(
+        "SELECT count(*) FROM parked JOIN records USING (seq) "
+        "WHERE parked.uplink = ? AND parked.seq > ? AND records.data IS NOT NULL",
+        (uplink, after_seq),
+    ).fetchone()[0]
+    return int(waiting) - int(parked)
+
+
+def find(
+    conn: sqlite3.Connection,
+    kind: str,
+    session_id: str | None,
+    connector_id: str | None,
+    limit: int,
+) -> list[StoredRecord]:
+    sql = "SELECT prev, hash, data FROM records WHERE kind = ? AND data IS NOT NULL"
+    params: list[object] = [kind]
+    if session_id is not None:
+        sql += " AND session_id = ?"
+        params.append(session_id)
+    if connector_id is not None:
+        sql += " AND connector_id = ?"
+        params.append(connector_id)
+    sql += " ORDER BY seq LIMIT ?"
+    params.append(limit)
+    return [stored_from_row(data, prev, digest) for prev, digest, data in conn.execute(sql, params)]

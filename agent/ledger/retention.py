@@ -1,0 +1,142 @@
+"""Keeping the ledger under its size cap (issue 5 §5).
+
+When the pages in use exceed the cap, retention frees room down to 90 % of it:
+
+1. delete records every uplink has acknowledged, up to (not including) the newest signed
+   checkpoint at or below the slowest cursor, so the chain stays verifiable from that
+   checkpoint's record onwards;
+2. if still over, drop the bodies of low-priority records oldest first — ``meter_sample``,
+   then ``bms_process`` — even when not yet acknowledged. A dropped record keeps its row
+   (``seq``, ``kind``, ``prev``, ``hash``; ``data = NULL``) so the hash chain stays
+   continuous, and an ``event`` record says which kinds, how many and which seq ranges;
+3. never drop ``charge_order``, ``alarm``, ``event`` or any other kind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from agent.ledger.store import used_bytes
+
+DROP_ORDER: Final = ("meter_sample", "bms_process")
+"""Kinds whose unacknowledged records may be dropped, first to last."""
+TARGET_FRACTION: Final = 0.9
+_MAX_ROUNDS: Final = 12
+
+
+@dataclass(slots=True)
+class Dropped:
+    kind: str
+    count: int = 0
+    from_seq: int = 0
+    to_seq: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    deleted_below_seq: int | None = None
+    deleted_count: int = 0
+    dropped: list[Dropped] = field(default_factory=list)
+    over_cap: bool = False
+
+    def event_body(self, cap_bytes: int) -> dict[str, Any]:
+        return {
+            "event": "retention_dropped",
+            "size_cap_bytes": cap_bytes,
+            "acknowledged_deleted_below_seq": self.deleted_below_seq,
+            "dropped": [
+                {"kind": d.kind, "count": d.count, "from_seq": d.from_seq, "to_seq": d.to_seq}
+                for d in self.dropped
+            ],
+        }
+
+
+def enforce(conn: sqlite3.Connection, cap_bytes: int, durable_seq: int) -> Outcome:
+    """Free room when over ``cap_bytes``; one transaction, committed before returning."""
+    outcome = Outcome()
+    if used_bytes(conn) <= cap_bytes:
+        return outcome
+    target = int(cap_bytes * TARGET_FRACTION)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _delete_acknowledged(conn, target, durable_seq, outcome)
+        for kind in DROP_ORDER:
+            if used_bytes(conn) <= target:
+                break
+            _drop_kind(conn, kind, target, outcome)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    outcome.over_cap = used_bytes(conn) > cap_bytes
+    return outcome
+
+
+def slowest_cursor(conn: sqlite3.Connection, durable_seq: int) -> int:
+    """The lowest acknowledged seq over all uplinks (everything, when there is none)."""
+    row = conn.execute("SELECT min(seq) FROM cursors").fetchone()
+    return durable_seq if row[0] is None else min(int(row[0]), durable_seq)
+
+
+def _delete_acknowledged(
+    conn: sqlite3.Connection, target: int, durable_seq: int, outcome: Outcome
+) -> None:
+    acked = slowest_cursor(conn, durable_seq)
+    anchors = [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT DISTINCT seq FROM checkpoints WHERE seq <= ? ORDER BY seq", (acked,)
+        )
+    ]
+    for _round in range(_MAX_ROUNDS):
+        used = used_bytes(conn)
+        first, rows = conn.execute("SELECT min(seq), count(*) FROM records").fetchone()
+        if used <= target or not rows:
+            return
+        candidates = [a for a in anchors if a > first]
+        if not candidates:
+            return
+        wanted = first + int((used - target) / (used / rows)) + 1
+        anchor = next((a for a in candidates if a >= wanted), candidates[-1])
+        count = conn.execute("DELETE FROM records WHERE seq < ?", (anchor,)).rowcount
+        conn.execute("DELETE FROM checkpoints WHERE seq < ?", (anchor,))
+        conn.execute("DELETE FROM parked WHERE seq < ?", (anchor,))
+        outcome.deleted_below_seq = anchor
+        outcome.deleted_count += count
+
+
+def _drop_kind(conn: sqlite3.Connection, kind: str, target: int, outcome: Outcome) -> None:
+    dropped = Dropped(kind)
+    for _round in range(_MAX_ROUNDS * 4):
+        used = used_bytes(conn)
+        if used <= target:
+            break
+        avg = conn.execute(
+            "SELECT avg(length(data)) FROM (SELECT data FROM records "
+            "WHERE kind = ? AND data IS NOT NULL ORDER BY seq LIMIT 256)",
+            (kind,),
+        ).fetchone()[0]
+        if avg is None:
+            break
+        # a dropped row keeps ~90 bytes (key, kind, two digests): count only what is freed
+        freed_per_row = max(16.0, float(avg) - 16.0)
+        limit = int((used - target) / freed_per_row) + 32
+        seqs = [
+            int(r[0])
+            for r in conn.execute(
+                "UPDATE records SET data = NULL, session_id = NULL WHERE seq IN ("
+                "SELECT seq FROM records WHERE kind = ? AND data IS NOT NULL "
+                "ORDER BY seq LIMIT ?) RETURNING seq",
+                (kind, limit),
+            )
+        ]
+        if not seqs:
+            break
+        dropped.count += len(seqs)
+        low, high = min(seqs), max(seqs)
+        dropped.from_seq = low if dropped.from_seq == 0 else min(dropped.from_seq, low)
+        dropped.to_seq = max(dropped.to_seq, high)
+    if dropped.count:
+        outcome.dropped.append(dropped)

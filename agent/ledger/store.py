@@ -1,0 +1,155 @@
+"""The SQLite file behind the ledger: schema, connection settings, the one-writer lock.
+
+Tables:
+
+- ``records(seq, kind, session_id, connector_id, prev, hash, data)``: ``data`` is the
+  canonical JSON that was hashed (the record without ``prev``/``hash``); ``prev`` and
+  ``hash`` are 32-byte digests. A record dropped by retention keeps its row with
+  ``data = NULL`` (a *stub*), so the chain of hashes stays continuous.
+- ``checkpoints``: every signed checkpoint; ``keys``: every public key that signed one.
+- ``cursors(uplink, seq)``: last acknowledged ``seq`` per uplink; ``parked``: records an
+  uplink gave up on for a permanent reason.
+- ``meta``: ``gateway_id``, ``format``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from agent.errors import UserError
+
+FORMAT: Final = "1"
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    session_id TEXT,
+    connector_id TEXT,
+    prev BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    data BLOB
+);
+CREATE INDEX IF NOT EXISTS records_kind ON records (kind, seq);
+CREATE INDEX IF NOT EXISTS records_session ON records (session_id, seq)
+    WHERE session_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    ts TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    sig TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_seq ON checkpoints (seq);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    public_der BLOB NOT NULL,
+    first_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS parked (
+    uplink TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    PRIMARY KEY (uplink, seq)
+) WITHOUT ROWID;
+"""
+
+WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024
+"""The WAL is truncated back to this size after each checkpoint of the WAL."""
+
+
+def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=FULL``; autocommit off for the writer."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=64
+    )
+    conn.execute("PRAGMA busy_timeout=30000")
+    if writer:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise UserError(f"ledger {path}: cannot switch SQLite to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+    else:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection, gateway_id: str) -> None:
+    conn.executescript(SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('gateway_id', ?)", (gateway_id,))
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+    conn.execute("COMMIT")
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    try:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
+def stored_gateway_id(path: Path) -> str | None:
+    """The gateway id kept in an existing ledger, or ``None`` for a new/empty file."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return read_meta(conn).get("gateway_id")
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def size_on_disk(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database pages in use (free pages are reused, so they do not count)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(page_size * (pages - free))
+
+
+class WriterLock:
+    """An exclusive lock on ``<ledger>.lock``: one writing process per ledger file."""
+
+    def __init__(self, ledger_path: Path) -> None:
+        self.ledger_path = ledger_path
+        self.path = ledger_path.with_name(ledger_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise UserError(
+                f"ledger {self.ledger_path} is open for writing by another process "
+                "(is the evgw service running? stop it with `systemctl stop evgw` first, or "
+                "work on a copy of the ledger)"
+            ) from exc
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
