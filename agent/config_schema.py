@@ -43,6 +43,8 @@ class GatewaySection(_Section, kw_only=True):
     state_dir: NonEmpty = "/var/lib/evgw"
     secrets_file: NonEmpty = "/etc/evgw/secrets.toml"
     """Used when systemd's ``$CREDENTIALS_DIRECTORY`` does not hold ``secrets.toml``."""
+    runtime_dir: NonEmpty = "/run/evgw"
+    """Where the status socket lives (systemd's ``$RUNTIME_DIRECTORY`` wins when set)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

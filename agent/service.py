@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 from agent.config import ConfigError, Secrets, load_config, load_secrets
 from agent.config_schema import Config
 from agent.logs import register_secrets
+from agent.status_socket import StatusServer, socket_path
 from agent.supervisor import Supervisor
 from agent.systemd_notify import Notifier
 from agent.wiring import Runtime, build_runtime
@@ -38,6 +41,8 @@ class Service:
         self.supervisor = Supervisor()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._started_monotonic = time.monotonic()
+        self.status_server: StatusServer | None = None
 
     def _load(self) -> tuple[Config, Secrets]:
         config = load_config(self.config_path)
@@ -50,6 +55,21 @@ class Service:
         assert self.runtime is not None
         for component in self.runtime.components:
             self.supervisor.start(component.name, component.run)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `evgw status` shows: identity, tasks and each part's own view."""
+        assert self.config is not None
+        return {
+            "gateway_id": self.config.gateway.gateway_id,
+            "station_id": self.config.station.station_id,
+            "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
+            "status": self.status_line(),
+            "tasks": {
+                name: {"state": s.state, "restarts": s.restarts, "last_error": s.last_error}
+                for name, s in self.supervisor.states.items()
+            },
+            **(self.runtime.snapshot() if self.runtime else {}),
+        }
 
     def status_line(self) -> str:
         parts = [self.runtime.summary() if self.runtime else "starting", self.supervisor.summary()]
@@ -64,6 +84,14 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         self.runtime = await build_runtime(self.config, self.secrets)
         self._start_components()
+        self.status_server = StatusServer(
+            socket_path(self.config.gateway.runtime_dir), self.snapshot
+        )
+        try:
+            await self.status_server.start()
+        except OSError as exc:  # status is a convenience: never a reason not to run
+            log.warning("status socket unavailable (%s): evgw status will not answer", exc)
+            self.status_server = None
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         log.info(
             "started: gateway %s, station %s, config %s",
@@ -116,6 +144,8 @@ class Service:
             await asyncio.sleep(interval if interval is not None else 30.0)
 
     async def _shutdown(self) -> None:
+        if self.status_server is not None:
+            await self.status_server.close()
         await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
         if self.runtime is not None:
             try:

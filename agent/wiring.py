@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.config import Secrets
 from agent.config_schema import Config
@@ -45,6 +46,16 @@ class Runtime:
             f"{len(c.meters)} meters, {len(c.can_buses)} CAN buses, "
             f"uplinks: {', '.join(uplinks) or 'none'}"
         )
+
+    def snapshot(self) -> dict[str, Any]:
+        """This runtime's part of the status snapshot."""
+        c = self.config
+        return {
+            "connectors": [
+                {"connector_id": cid, "equipment_id": e.equipment_id, "type": conn.connector_type}
+                for cid, (e, conn) in c.connectors().items()
+            ],
+        }
 
     async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
         """The runtime for a reloaded config, keeping long-lived resources open."""

@@ -99,3 +99,12 @@ def test_run_with_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TOML syntax error" in result.stderr and "line 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_without_service_is_a_clear_error(tmp_path: Path) -> None:
+    result = evgw("status", "--socket", str(tmp_path / "status.sock"))
+    assert result.returncode == 1
+    assert (
+        f"no status socket at {tmp_path / 'status.sock'}: is the service running?" in result.stderr
+    )
+    assert "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -53,6 +54,7 @@ def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
 
 def start_service(config: Path, env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    env["RUNTIME_DIRECTORY"] = str(config.parent)  # as systemd's RuntimeDirectory= would
     env.update(env_extra)
     return subprocess.Popen(
         [*EVGW, "run", "--config", str(config), "--log-level", "debug"],
@@ -89,6 +91,26 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
         systemd.wait_for("WATCHDOG=1")
         systemd.wait_for("WATCHDOG=1")  # pinged repeatedly, from the loop
 
+        # `evgw status` asks the running service over its socket
+        status = subprocess.run(
+            [*EVGW, "status", "--socket", str(tmp_path / "status.sock")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("gateway gw-1  station S1  up ")
+        assert "station S1: 2 connectors, 2 meters, 1 CAN buses, uplinks: cec" in status.stdout
+        as_json = subprocess.run(
+            [*EVGW, "status", "--json", "--socket", str(tmp_path / "status.sock")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        snapshot = json.loads(as_json.stdout)
+        assert snapshot["gateway_id"] == "gw-1"
+        assert [c["connector_id"] for c in snapshot["connectors"]] == ["C1", "C2"]
+
         # a broken config on SIGHUP: rejected, logged, the service keeps running
         config.write_text(good.replace("unit_id = 2\n", "unit_id = 999\n"))
         proc.send_signal(signal.SIGHUP)
@@ -116,6 +138,7 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
         assert time.monotonic() - started < 10
         text = log.read_text()
         assert "stopped" in text
+        assert not (tmp_path / "status.sock").exists(), "the socket is removed at exit"
         assert "Traceback" not in text
         assert "secrets loaded from" in text and "fingerprint" in text
         for secret in (

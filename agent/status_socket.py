@@ -1,0 +1,83 @@
+"""The status socket: ``evgw status`` asks the running service what it is doing.
+
+The service listens on ``status.sock`` in its runtime directory (systemd's
+``$RUNTIME_DIRECTORY``, else ``gateway.runtime_dir``). A client connects, sends one line
+(``status``), and reads one JSON object; the connection then closes. The object is built by
+a snapshot function the service provides, so this module knows nothing of its contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+log = logging.getLogger("evgw.status")
+
+SOCKET_NAME = "status.sock"
+MAX_REQUEST_BYTES = 64
+
+
+def socket_path(runtime_dir: str) -> Path:
+    return Path(os.environ.get("RUNTIME_DIRECTORY") or runtime_dir) / SOCKET_NAME
+
+
+class StatusServer:
+    def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.snapshot = snapshot
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket from a killed process
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        os.chmod(self.path, 0o660)
+        log.info("status socket listening on %s", self.path)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            request = line[:MAX_REQUEST_BYTES].strip().decode("ascii", errors="replace")
+            if request == "status":
+                reply: dict[str, Any] = self.snapshot()
+            else:
+                reply = {"error": f"unknown request {request!r}; send 'status'"}
+            writer.write(msgspec.json.encode(reply) + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("status request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Ask a running service for its status (blocking; for the CLI)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        sock.sendall(b"status\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return msgspec.json.decode(b"".join(chunks))
