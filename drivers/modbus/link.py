@@ -1,0 +1,265 @@
+"""One Modbus line (RS-485 serial, TCP, or RTU over TCP) around a pymodbus async client.
+
+:class:`ModbusLine` serialises every request through one lock and keeps the configured
+silent interval between frames (the bus is half-duplex), opens the port on demand and
+reopens it after it vanished (USB adapter unplugged and back). Failures come back as
+:class:`ReadError` values a technician can act on, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+EXCEPTION_NAMES: Final = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+"""Modbus exception codes by number, as named in the Modbus application protocol."""
+
+
+def exception_text(code: int) -> str:
+    return f"exception {code:02d} ({EXCEPTION_NAMES.get(code, 'unknown exception code')})"
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLineSpec:
+    """An RS-485 line on a serial device. ``frame_gap_s`` ``None`` = 3.5 character times."""
+
+    port: str
+    baud: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout_s: float = 0.5
+    frame_gap_s: float | None = None
+
+    @property
+    def bits_per_char(self) -> int:
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+
+    @property
+    def gap_s(self) -> float:
+        if self.frame_gap_s is not None:
+            return self.frame_gap_s
+        # Modbus over serial line: 3.5 characters, fixed at 1.75 ms above 19200 baud
+        return 0.00175 if self.baud > 19200 else 3.5 * self.bits_per_char / self.baud
+
+    def describe(self) -> str:
+        return f"{self.port} {self.baud} 8{self.parity}{self.stopbits}"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpLineSpec:
+    """Modbus TCP, or RTU frames over TCP (``rtu_framing``: a transparent serial gateway)."""
+
+    host: str
+    port: int = 502
+    timeout_s: float = 1.0
+    rtu_framing: bool = False
+    frame_gap_s: float = 0.0
+
+    @property
+    def gap_s(self) -> float:
+        return self.frame_gap_s
+
+    def describe(self) -> str:
+        return f"{'rtu-over-tcp' if self.rtu_framing else 'tcp'} {self.host}:{self.port}"
+
+
+LineSpec = SerialLineSpec | TcpLineSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ReadError:
+    """Why a request got no usable reply.
+
+    ``kind``: ``timeout`` (no answer), ``garbled`` (bytes came back but no valid frame: CRC
+    error, noise, wrong baud or parity), ``exception`` (the meter answered with an exception
+    code), ``port_missing``, ``permission``, ``connect_failed``.
+    """
+
+    kind: str
+    message: str
+    exception_code: int | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The device answered (an exception reply proves link settings and unit id)."""
+        return self.kind == "exception"
+
+    @property
+    def line_down(self) -> bool:
+        return self.kind in {"port_missing", "permission", "connect_failed"}
+
+
+def quiet_library_logging(level: int = logging.CRITICAL) -> None:
+    """pymodbus logs every timeout with a frame dump; the driver reports failures itself."""
+    logging.getLogger("pymodbus").setLevel(level)
+
+
+class ModbusLine:
+    """A Modbus line: one client, one lock, inter-frame gap, open/reopen on demand."""
+
+    def __init__(self, spec: LineSpec, timeout_s: float | None = None) -> None:
+        self.spec = spec
+        self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
+        self.lock = asyncio.Lock()
+        self._gap = spec.gap_s
+        self._idle_since = 0.0
+        self._rx = False
+        self.client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
+        self.opened_count = 0
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._rx = True
+        return data
+
+    def _make_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
+        s = self.spec
+        if isinstance(s, SerialLineSpec):
+            return AsyncModbusSerialClient(
+                s.port,
+                framer=FramerType.RTU,
+                baudrate=s.baud,
+                bytesize=s.bytesize,
+                parity=s.parity,
+                stopbits=s.stopbits,
+                timeout=self.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                trace_packet=self._trace,
+            )
+        return AsyncModbusTcpClient(
+            s.host,
+            port=s.port,
+            framer=FramerType.RTU if s.rtu_framing else FramerType.SOCKET,
+            timeout=self.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=self._trace,
+        )
+
+    def _port_problem(self) -> ReadError | None:
+        s = self.spec
+        if not isinstance(s, SerialLineSpec) or "://" in s.port:
+            return None
+        if not os.path.exists(s.port):
+            return ReadError(
+                "port_missing",
+                f"serial port {s.port} does not exist: check the USB/RS-485 adapter is "
+                "plugged in and the device name (ls /dev/ttyUSB* /dev/ttyACM* /dev/serial/by-id)",
+            )
+        if not os.access(s.port, os.R_OK | os.W_OK):
+            return ReadError(
+                "permission",
+                f"permission denied on {s.port}: add the user to the 'dialout' group "
+                "(sudo usermod -aG dialout $USER, then log in again) or run as the evgw user",
+            )
+        return None
+
+    async def open(self) -> ReadError | None:
+        """Open (or reopen) the port; ``None`` when connected."""
+        if self.client is not None and self.client.connected:
+            return None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        problem = self._port_problem()
+        if problem is not None:
+            return problem
+        client = self._make_client()
+        client.set_max_no_responses(1 << 30)  # a silent meter must not close a shared line
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException) as exc:  # pragma: no cover - pymodbus returns False
+            ok = False
+            detail = str(exc)
+        else:
+            detail = ""
+        if not ok:
+            client.close()
+            problem = self._port_problem()
+            if problem is not None:
+                return problem
+            where = self.spec.describe()
+            hint = (
+                "is another program using the port?"
+                if isinstance(self.spec, SerialLineSpec)
+                else "check the address, that the meter/gateway is powered and reachable"
+            )
+            return ReadError("connect_failed", f"cannot open {where} {detail}: {hint}")
+        self.client = client
+        self.opened_count += 1
+        return None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    async def read(
+        self, unit: int, function: int, address: int, count: int, timeout_s: float | None = None
+    ) -> list[int] | ReadError:
+        """Read ``count`` registers with FC03/FC04; the registers or a :class:`ReadError`."""
+        async with self.lock:
+            problem = await self.open()
+            if problem is not None:
+                return problem
+            client = self.client
+            assert client is not None
+            if self._gap:
+                wait = self._gap - (time.monotonic() - self._idle_since)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._rx = False
+            call = client.read_holding_registers if function == 3 else client.read_input_registers
+            try:
+                if timeout_s is not None and timeout_s < self.timeout_s:
+                    async with asyncio.timeout(timeout_s):
+                        reply = await call(address, count=count, device_id=unit)
+                else:
+                    reply = await call(address, count=count, device_id=unit)
+            except (ModbusException, TimeoutError) as exc:
+                return self._failure(unit, exc)
+            finally:
+                self._idle_since = time.monotonic()
+            if reply.isError():
+                code = int(getattr(reply, "exception_code", 0))
+                return ReadError("exception", f"unit {unit}: {exception_text(code)}", code)
+            return list(reply.registers)
+
+    def _failure(self, unit: int, exc: Exception) -> ReadError:
+        if self.client is not None and not self.client.connected:
+            problem = self._port_problem()
+            if problem is not None:
+                return problem
+            return ReadError("connect_failed", f"{self.spec.describe()}: connection lost ({exc})")
+        if self._rx:
+            return ReadError(
+                "garbled",
+                f"unit {unit}: reply unreadable (CRC error or noise): check baud rate, parity, "
+                "termination and that only one master drives the line",
+            )
+        return ReadError(
+            "timeout",
+            f"unit {unit}: no answer within {self.timeout_s:g} s: check wiring (A/B swapped?), "
+            "baud rate and parity, and the meter's unit id",
+        )
