@@ -1,0 +1,116 @@
+"""Replay of recorded CAN traffic through the same pipeline as live capture.
+
+Any file python-can's log readers understand is accepted, chosen by extension: candump ``.log``,
+Vector ``.asc`` and ``.blf``, PEAK ``.trc``, python-can ``.csv`` (and ``.db``/``.mf4`` when their
+optional dependencies are installed). Compressed ``.gz`` files work as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import can
+
+from drivers.gbt27930.events import BmsEvent, SessionClosed
+from drivers.gbt27930.frames import Frame
+from drivers.gbt27930.pipeline import Decoded, Pipeline
+
+
+class ReplayError(Exception):
+    """The file cannot be read as a CAN log; the message names the file and what to try."""
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    return tuple(sorted(can.io.player.MESSAGE_READERS))
+
+
+def read_frames(path: str | Path) -> Iterator[Frame]:
+    """Yield the frames of a log file in file order. Raises :class:`ReplayError` for a file that
+    cannot be opened or parsed (unknown extension, bad line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReplayError(f"{p}: no such file")
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in can.io.player.MESSAGE_READERS:
+        known = ", ".join(supported_suffixes())
+        raise ReplayError(f"{p}: unknown log format; expected one of {known} (optionally .gz)")
+    try:
+        reader = can.LogReader(str(p))
+    except Exception as exc:  # python-can raises assorted errors for unreadable files
+        raise ReplayError(f"{p}: cannot open as a CAN log: {exc}") from exc
+    try:
+        for msg in reader:
+            yield Frame(
+                ts=msg.timestamp,
+                can_id=msg.arbitration_id,
+                data=bytes(msg.data),
+                is_extended=msg.is_extended_id,
+                is_remote=msg.is_remote_frame,
+                is_fd=msg.is_fd,
+                is_error=msg.is_error_frame,
+                channel=str(msg.channel or ""),
+            )
+    except ReplayError:
+        raise
+    except Exception as exc:
+        raise ReplayError(f"{p}: cannot parse the log: {type(exc).__name__}: {exc}") from exc
+    finally:
+        reader.stop()
+
+
+@dataclass
+class ReplayResult:
+    """Everything a replay produced: messages (if kept), tracker events and the pipeline."""
+
+    pipeline: Pipeline
+    messages: list[Decoded] = field(default_factory=list)
+    events: list[BmsEvent] = field(default_factory=list)
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    @property
+    def sessions(self) -> list[SessionClosed]:
+        return [e for e in self.events if isinstance(e, SessionClosed)]
+
+
+def run_frames(
+    frames: Iterator[Frame] | list[Frame],
+    *,
+    connector_id: str = "",
+    keep_messages: bool = True,
+    pipeline: Pipeline | None = None,
+) -> ReplayResult:
+    """Feed frames through a pipeline, then finish it (closing the open session)."""
+    pipe = pipeline or Pipeline(connector_id, keep_messages=keep_messages)
+    result = ReplayResult(pipe)
+    messages, events = result.messages, result.events
+    for f in frames:
+        if result.first_ts is None:
+            result.first_ts = f.ts
+        result.last_ts = f.ts
+        for item in pipe.feed(
+            f.ts,
+            f.can_id,
+            f.data,
+            is_extended=f.is_extended,
+            is_remote=f.is_remote,
+            is_fd=f.is_fd,
+            is_error=f.is_error,
+        ):
+            if isinstance(item, Decoded):
+                messages.append(item)
+            else:
+                events.append(item)
+    events.extend(e for e in pipe.finish(result.last_ts) if not isinstance(e, Decoded))
+    return result
+
+
+def replay_file(
+    path: str | Path, *, connector_id: str = "", keep_messages: bool = True
+) -> ReplayResult:
+    """Read a log file and run it through a fresh pipeline."""
+    return run_frames(read_frames(path), connector_id=connector_id, keep_messages=keep_messages)

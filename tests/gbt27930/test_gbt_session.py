@@ -1,0 +1,252 @@
+"""Session tracker: phases, 2011-era sessions, errors and reconnects, silence, pauses, untrusted
+values and stop initiators, driven with a fake clock."""
+
+from __future__ import annotations
+
+from drivers.gbt27930.enums import Status2
+from drivers.gbt27930.events import (
+    ChargingPaused,
+    ChargingResumed,
+    ChargingSample,
+    CommunicationLost,
+    ErrorReported,
+    Phase,
+    SessionClosed,
+    SessionStarted,
+    StopRequested,
+)
+from drivers.gbt27930.messages import decode
+from drivers.gbt27930.session import Tracker, TrackerConfig
+
+H = bytes.fromhex
+BRM_V10 = H("000100030F05400E") + b"\xff" * 16 + b"LGBH52E0XAY123456"
+M = {
+    "CHM": (0x26, "010100"),
+    "BHM": (0x27, "A510"),
+    "CRM00": (0x01, "00FFFFFFFFFFFFFF"),
+    "CRMAA": (0x01, "AAFFFFFFFFFFFFFF"),
+    "CML6": (0x08, "1C257C01DC05"),
+    "BRO": (0x09, "AA"),
+    "CROAA": (0x0A, "AA"),
+    "BCL": (0x10, "A510D80E02"),
+    "CCS6": (0x12, "240BA00F0000"),
+    "CCS": (0x12, "240BA00F0000FD"),
+    "CCS_PAUSE": (0x12, "240BA00F0000FC"),
+    "BSM": (0x13, "1E3606350F0010"),
+    "BSM_PAUSE": (0x13, "1E3606350F0000"),
+    "BSM_UNTRUSTED": (0x13, "1E3606350F0012"),
+    "BSM_INSUL": (0x13, "1E3606350F0011"),
+    "BST_SOC": (0x19, "01F0F0F0"),
+    "BST_BYCHG": (0x19, "40F0F0F0"),
+    "CST_BYBMS": (0x1A, "40F0F0F0"),
+    "CST_MANUAL": (0x1A, "04F0F0F0"),
+    "BSD": (0x1C, "4D4D014E013536"),
+    "CSD": (0x1D, "0A00F4010A000000"),
+    "BEM_CCS": (0x1E, "F0F0F1FC"),
+    "CEM_BCL": (0x1F, "FCF0F4FC"),
+}
+
+
+def msg(key: str):
+    pf, hexdata = M[key]
+    return decode(pf, H(hexdata))
+
+
+def feed_all(t: Tracker, items: list[tuple[float, str]]) -> list:
+    out = []
+    for ts, key in items:
+        out += t.feed(ts, decode(0x02, BRM_V10, True) if key == "BRM" else msg(key))
+    return out
+
+
+def charging_block(t0: float, seconds: float, step: float = 0.05) -> list[tuple[float, str]]:
+    items = []
+    n = int(seconds / step)
+    for i in range(n):
+        ts = t0 + i * step
+        items.append((ts, "BCL"))
+        items.append((ts + 0.01, "CCS"))
+        if i % 5 == 0:
+            items.append((ts + 0.02, "BSM"))
+    return items
+
+
+def test_2011_session_without_handshake() -> None:
+    t = Tracker("c1")
+    items = [
+        (0.0, "CRM00"),
+        (0.1, "BRM"),
+        (0.2, "CRMAA"),
+        (0.3, "CML6"),
+        (0.4, "BRO"),
+        (0.5, "CROAA"),
+    ]
+    items += [(0.6 + i * 0.05, "CCS6") for i in range(20)]
+    items += [(2.0, "BST_SOC"), (2.01, "CST_BYBMS"), (2.3, "BSD"), (2.31, "CSD")]
+    events = feed_all(t, items) + t.finish(30.0)
+    assert isinstance(events[0], SessionStarted) and events[0].phase is Phase.RECOGNITION
+    closed = events[-1]
+    assert isinstance(closed, SessionClosed) and closed.end_reason == "normal"
+    s = closed.summary
+    assert s.generation == "2011" and s.protocol_version == "1.0"
+    assert s.brm is not None and s.brm.vin == "LGBH52E0XAY123456"
+    assert s.charger_number is None and s.stop_initiator == "bms"
+    assert (
+        "charger_2011_era" in s.flags and s.cml is not None and s.cml.min_output_current_a is None
+    )
+    assert s.csd is not None and (s.csd.output_energy_kwh, s.csd.cumulative_charge_time_min) == (
+        50.0,
+        10,
+    )
+    assert [p.phase for p in s.phases] == [
+        Phase.RECOGNITION,
+        Phase.CONFIGURATION,
+        Phase.CHARGING,
+        Phase.STOPPING,
+        Phase.STATISTICS,
+    ]
+
+
+def test_error_then_reconnect() -> None:
+    t = Tracker()
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "BRM"), (0.3, "CRMAA"), (0.4, "CROAA")]
+    items += charging_block(0.5, 1.0)
+    items += [(1.6, "BEM_CCS"), (1.85, "BEM_CCS"), (2.1, "CRM00"), (2.2, "CRMAA"), (2.3, "CROAA")]
+    events = feed_all(t, items)
+    errors = [e for e in events if isinstance(e, ErrorReported)]
+    assert len(errors) == 1 and errors[0].side == "bms" and errors[0].timeouts == ("timeout_ccs",)
+    assert t.phase is Phase.CHARGING
+    (closed,) = [e for e in t.finish(100.0) if isinstance(e, SessionClosed)]
+    assert closed.summary.reconnect_attempts == 1
+    assert closed.summary.errors[0].timeouts == ("timeout_ccs",)
+
+
+def test_excess_reconnects_and_error_end() -> None:
+    t = Tracker()
+    items = [(0.0, "CRM00")]
+    for k in range(5):
+        items += [(1.0 + k, "CEM_BCL"), (1.5 + k, "CRM00")]
+    items.append((7.0, "CEM_BCL"))
+    events = feed_all(t, items) + t.tick(7.0 + 36.0)
+    closed = events[-1]
+    assert isinstance(closed, SessionClosed) and closed.end_reason == "error"
+    assert closed.summary.reconnect_attempts == 5 and "excess_reconnects" in closed.summary.flags
+
+
+def test_communication_lost_in_charging() -> None:
+    t = Tracker("c2")
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA")]
+    items += charging_block(0.4, 2.0)
+    events = feed_all(t, items)
+    last = items[-1][0]
+    assert t.tick(last + 1.2) == []  # within the 1 s timeout plus 0.5 s tolerance
+    lost = t.tick(last + 1.6)
+    assert len(lost) == 1 and isinstance(lost[0], CommunicationLost)
+    assert lost[0].phase is Phase.CHARGING and lost[0].reason == "silence"
+    closed = t.tick(last + 10.0)
+    assert isinstance(closed[-1], SessionClosed) and closed[-1].end_reason == "lost"
+    assert closed[-1].ts == last and closed[-1].summary.timeouts[0].phase is Phase.CHARGING
+    assert any(isinstance(e, ChargingSample) for e in events)
+
+
+def test_session_that_disappears_and_restarts() -> None:
+    t = Tracker()
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA"), *charging_block(0.4, 1)]
+    items.append((1.5, "CHM"))
+    events = feed_all(t, items)
+    kinds = [type(e).__name__ for e in events if not isinstance(e, ChargingSample)]
+    assert kinds[-3:] == ["CommunicationLost", "SessionClosed", "SessionStarted"]
+    closed = next(e for e in events if isinstance(e, SessionClosed))
+    assert closed.end_reason == "lost" and "restarted_without_end" in closed.summary.flags
+
+
+def test_pauses_and_untrusted_values() -> None:
+    t = Tracker()
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA"), (0.4, "BSM")]
+    items += [
+        (0.5, "BSM_PAUSE"),
+        (0.6, "BSM_PAUSE"),
+        (0.7, "BSM"),
+        (0.8, "CCS_PAUSE"),
+        (0.9, "CCS"),
+        (1.0, "BSM_UNTRUSTED"),
+        (1.1, "BSM_INSUL"),
+        (2.5, "BSM_UNTRUSTED"),
+    ]
+    events = feed_all(t, items)
+    paused = [
+        (type(e).__name__, e.by, e.ts)
+        for e in events
+        if isinstance(e, ChargingPaused | ChargingResumed)
+    ]
+    assert paused == [
+        ("ChargingPaused", "bms", 0.5),
+        ("ChargingResumed", "bms", 0.7),
+        ("ChargingPaused", "charger", 0.8),
+        ("ChargingResumed", "charger", 0.9),
+    ]
+    samples = [e for e in events if isinstance(e, ChargingSample)]
+    # the untrusted insulation code keeps the last trusted value (ABNORMAL from 1.1)
+    assert samples[-1].ts == 2.5 and samples[-1].insulation_status is Status2.ACTIVE
+    (closed,) = [e for e in t.finish(20) if isinstance(e, SessionClosed)]
+    assert closed.summary.untrusted_values == 2
+    assert [(p.by, p.start_ts, p.end_ts) for p in closed.summary.pauses] == [
+        ("bms", 0.5, 0.7),
+        ("charger", 0.8, 0.9),
+    ]
+
+
+def test_initiator_conflict_trusts_reason_bits() -> None:
+    t = Tracker()
+    items = [
+        (0.0, "CHM"),
+        (0.1, "CRM00"),
+        (0.2, "CRMAA"),
+        (0.3, "CROAA"),
+        (0.4, "BCL"),
+        (0.5, "BST_BYCHG"),
+        (0.52, "CST_MANUAL"),
+    ]
+    events = feed_all(t, items)
+    stops = [e for e in events if isinstance(e, StopRequested)]
+    assert stops[0].side == "bms" and stops[0].initiator == "charger"
+    assert stops[0].initiator_conflict
+    (closed,) = [e for e in t.finish(30) if isinstance(e, SessionClosed)]
+    assert closed.summary.stop_initiator == "charger"
+    assert closed.end_reason == "stopped_without_statistics"
+    assert "initiator_conflict" in closed.summary.flags
+
+
+def test_late_join_and_missed_phases() -> None:
+    t = Tracker()
+    events = feed_all(t, [(0.0, "BCL"), (0.05, "CCS")])
+    assert isinstance(events[0], SessionStarted) and events[0].phase is Phase.CHARGING
+    (closed,) = [e for e in t.finish(1.0) if isinstance(e, SessionClosed)]
+    assert "joined_late" in closed.summary.flags and "input_ended" in closed.summary.flags
+    t2 = Tracker()
+    feed_all(t2, [(0.0, "CHM"), (0.1, "BCL")])
+    (closed2,) = [e for e in t2.finish() if isinstance(e, SessionClosed)]
+    assert "missed_cro_aa" in closed2.summary.flags
+
+
+def test_aborted_before_charging_and_statistics_then_new_session() -> None:
+    t = Tracker()
+    events = feed_all(t, [(0.0, "CHM"), (0.25, "BHM")]) + t.tick(11.0)
+    closed = events[-1]
+    assert isinstance(closed, SessionClosed) and closed.end_reason == "aborted_before_charging"
+    assert closed.summary.timeouts and closed.summary.timeouts[0].phase is Phase.HANDSHAKE
+    t2 = Tracker()
+    events = feed_all(t2, [(0.0, "CHM"), (0.1, "BSD"), (0.2, "CSD"), (1.0, "CHM")])
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[-3:] == ["SessionEnded", "SessionClosed", "SessionStarted"] or kinds[-2:] == [
+        "SessionClosed",
+        "SessionStarted",
+    ]
+    assert t2.session_id == 2
+
+
+def test_sample_interval_is_configurable() -> None:
+    t = Tracker(config=TrackerConfig(sample_interval_s=0.25))
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA"), *charging_block(0.4, 2)]
+    samples = [e for e in feed_all(t, items) if isinstance(e, ChargingSample)]
+    assert 7 <= len(samples) <= 9
