@@ -1,21 +1,27 @@
 """What the service runs, built from the config.
 
 :func:`build_runtime` turns a validated :class:`~agent.config_schema.Config` into a
-:class:`Runtime`: long-lived resources (the ledger) plus the list of supervised
+:class:`Runtime`: long-lived resources (the ledger and its key) plus the list of supervised
 :class:`Component`\\ s (drivers, station model, uplinks). On SIGHUP the service stops the
 components, calls :meth:`Runtime.reconfigure` with the new config and starts the new ones;
-long-lived resources stay open.
+the ledger stays open throughout.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.config import Secrets
 from agent.config_schema import Config
+from agent.ledger import GatewayKey, Ledger
+from agent.record_bodies import EventBody, body_to_dict
+from agent.records import Record, iso_ts
+from agent.version import VERSION
 
 log = logging.getLogger("evgw.wiring")
 
@@ -28,10 +34,29 @@ class Component:
     run: Callable[[], Awaitable[None]]
 
 
+def lifecycle_event(config: Config, event: str, message: str, **details: Any) -> Record:
+    """An ``event`` record about the gateway itself (started, reloaded, stopped)."""
+    return Record(
+        kind="event",
+        ts=iso_ts(time.time()),
+        station_id=config.station.station_id,
+        body=body_to_dict(EventBody(event=event, message=message, details=details)),
+    )
+
+
+def _on_ledger_health(health: str, message: str) -> None:
+    if health == "ok":
+        log.info("ledger healthy again")
+    else:
+        log.error("ledger %s: %s", health, message)
+
+
 @dataclass(slots=True)
 class Runtime:
     config: Config
     secrets: Secrets
+    key: GatewayKey
+    ledger: Ledger
     components: list[Component] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -55,17 +80,65 @@ class Runtime:
                 {"connector_id": cid, "equipment_id": e.equipment_id, "type": conn.connector_type}
                 for cid, (e, conn) in c.connectors().items()
             ],
+            "ledger": {
+                "path": str(self.ledger.path),
+                "last_seq": self.ledger.last_seq,
+                "health": self.ledger.health,
+                "key_id": self.ledger.key_id[:16],
+            },
         }
 
     async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
-        """The runtime for a reloaded config, keeping long-lived resources open."""
-        return await build_runtime(config, secrets)
+        """The runtime for a reloaded config; the ledger and key stay open."""
+        if Path(config.ledger.path) != self.ledger.path:
+            log.warning(
+                "ledger.path changed to %s: it takes effect at the next restart; still using %s",
+                config.ledger.path,
+                self.ledger.path,
+            )
+        runtime = Runtime(config=config, secrets=secrets, key=self.key, ledger=self.ledger)
+        runtime.components = build_components(runtime)
+        await self.ledger.append(
+            lifecycle_event(config, "config_reloaded", "configuration reloaded", version=VERSION)
+        )
+        return runtime
 
     async def close(self) -> None:
-        """Flush and close long-lived resources."""
+        """Record the stop, flush and close the ledger."""
+        try:
+            await self.ledger.append(
+                lifecycle_event(self.config, "gateway_stopped", "gateway stopped", version=VERSION)
+            )
+        finally:
+            await self.ledger.close()
+
+
+def build_components(runtime: Runtime) -> list[Component]:
+    """The supervised parts for this config (drivers, station model, uplinks)."""
+    return []
 
 
 async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
-    runtime = Runtime(config=config, secrets=secrets)
+    key = GatewayKey.load(Path(config.ledger.key_path))
+    ledger = await Ledger.open(
+        Path(config.ledger.path),
+        gateway_id=config.gateway.gateway_id,
+        key=key,
+        size_cap_bytes=int(config.ledger.size_cap_mb * 1_000_000),
+        checkpoint_interval_s=config.ledger.checkpoint_interval_s,
+        station_id=config.station.station_id,
+        on_health=_on_ledger_health,
+    )
+    runtime = Runtime(config=config, secrets=secrets, key=key, ledger=ledger)
+    runtime.components = build_components(runtime)
+    await ledger.append(
+        lifecycle_event(
+            config,
+            "gateway_started",
+            f"evgw {VERSION} started",
+            version=VERSION,
+            last_seq_before_start=ledger.last_seq,
+        )
+    )
     log.info(runtime.summary())
     return runtime

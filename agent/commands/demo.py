@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from agent.ledger import GatewayKey
 from agent.logs import setup_logging
 from agent.resources import read_resource
 
@@ -41,6 +42,9 @@ def write_demo_config(state_dir: Path) -> Path:
     text = read_resource("demo.toml").replace("@STATE_DIR@", str(state_dir.resolve()))
     path = state_dir / "evgw.toml"
     path.write_text(text, "utf-8")
+    key = state_dir / "gateway.key"
+    if not key.exists():
+        GatewayKey.generate().save(key)
     return path
 
 

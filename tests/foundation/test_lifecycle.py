@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.ledger import GatewayKey, Ledger
 from tests.foundation.test_config import BASE, CEC, GOOD_SECRETS
 
 EVGW = [sys.executable, "-m", "agent.cli"]
@@ -52,6 +54,25 @@ def systemd(tmp_path: Path) -> Iterator[FakeSystemd]:
     fake.close()
 
 
+def with_ledger(text: str, directory: Path) -> str:
+    """The config text with its ledger and a fresh private gateway key in ``directory``."""
+    key = directory / "gateway.key"
+    if not key.exists():
+        GatewayKey.generate().save(key)
+    return text + f'\n[ledger]\npath = "{directory}/ledger.db"\nkey_path = "{key}"\n'
+
+
+async def ledger_events(directory: Path) -> list[str]:
+    """The lifecycle events the service left in its ledger."""
+    ledger = await Ledger.open(
+        directory / "ledger.db", gateway_id=None, key=GatewayKey.load(directory / "gateway.key")
+    )
+    try:
+        return [r.body["event"] for r in await ledger.find("event")]
+    finally:
+        await ledger.close()
+
+
 def start_service(config: Path, env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
     env["RUNTIME_DIRECTORY"] = str(config.parent)  # as systemd's RuntimeDirectory= would
@@ -78,7 +99,9 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
     secrets = tmp_path / "secrets.toml"
     secrets.write_text(GOOD_SECRETS)
     secrets.chmod(0o600)
-    good = BASE.replace("SECRETS", str(secrets)).replace("[[can_buses]]", CEC, 1)
+    good = with_ledger(
+        BASE.replace("SECRETS", str(secrets)).replace("[[can_buses]]", CEC, 1), tmp_path
+    )
     config = tmp_path / "evgw.toml"
     config.write_text(good)
     log = tmp_path / "stderr.log"
@@ -139,6 +162,8 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
         text = log.read_text()
         assert "stopped" in text
         assert not (tmp_path / "status.sock").exists(), "the socket is removed at exit"
+        events = asyncio.run(ledger_events(tmp_path))
+        assert events == ["gateway_started", "config_reloaded", "gateway_stopped"]
         assert "Traceback" not in text
         assert "secrets loaded from" in text and "fingerprint" in text
         for secret in (
@@ -171,7 +196,7 @@ def test_bad_config_exits_2_before_ready(tmp_path: Path, systemd: FakeSystemd) -
 def test_journald_format(tmp_path: Path) -> None:
     """With JOURNAL_STREAM naming stderr: syslog priority prefixes, no timestamps."""
     config = tmp_path / "evgw.toml"
-    config.write_text(BASE.replace("SECRETS", str(tmp_path / "none.toml")))
+    config.write_text(with_ledger(BASE.replace("SECRETS", str(tmp_path / "none.toml")), tmp_path))
     log = tmp_path / "stderr.log"
     log.touch()
     st = log.stat()
