@@ -152,17 +152,32 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
 
 
 class AlarmBody(_Body, frozen=True, kw_only=True):
-    """An alarm edge. ``code`` is the Shenzhen AlarmCode (1–31, 101–122, 201–206); ``type`` 1
-    charging system, 2 battery, 3 distribution; ``level`` 1 personal safety, 2 equipment
-    safety, 3 notice. ``bms`` is the last BmsInfo of the session on a DC connector, else None.
+    """An alarm edge.
+
+    Platform alarms use the Shenzhen codes: ``code`` AlarmCode (1–31, 101–122, 201–206),
+    ``type`` 1 charging system, 2 battery, 3 distribution, ``level`` 1 personal safety,
+    2 equipment safety, 3 notice. ``bms`` is the last BmsInfo of the session on a DC
+    connector, else None.
+
+    Gateway-internal alarms (ledger, uplinks) use a string ``code`` such as
+    ``LEDGER_RECOVERED`` with free-text ``type``/``level``; they go to the operator over MQTT
+    but never to the city platform.
     """
 
-    code: int
-    type: Literal[1, 2, 3]
-    level: Literal[1, 2, 3]
+    code: int | str
+    type: Literal[1, 2, 3] | str
+    level: Literal[1, 2, 3] | str
     status: Literal["raised", "cleared"]
     message: str = ""
     bms: BmsProcessBody | None = None
+
+    @property
+    def for_platform(self) -> bool:
+        return (
+            isinstance(self.code, int)
+            and isinstance(self.type, int)
+            and isinstance(self.level, int)
+        )
 
 
 # --- identity (StationInfo / EquipmentInfo / ConnectorInfo) -----------------------------

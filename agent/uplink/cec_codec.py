@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 REQUEST_MEMBERS: Final = ("OperatorID", "Data", "TimeStamp", "Seq", "Sig")
 RESPONSE_MEMBERS: Final = ("Ret", "Msg", "Data", "Sig")
 CHINA_TZ: Final = _dt.timezone(_dt.timedelta(hours=8), "CST")
+RECORD_ID_HEADER: Final = "X-Evgw-Record-Id"
+"""HTTP header carrying the ledger record id of a push, so a receiver can dedupe on it
+(T/CEC status objects have no time stamp, so no business key identifies them)."""
 _WHITESPACE: Final = str.maketrans("", "", "\r\n \t")
 
 

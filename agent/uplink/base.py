@@ -1,0 +1,45 @@
+"""The small interface every uplink implements (DESIGN §4, §6).
+
+An uplink is one class in one module: it reads batches from the ledger after its own cursor,
+sends them, and acknowledges (moves the cursor) only after the platform acknowledged. The
+service starts ``run()`` as a task and cancels it to stop; ``stats`` feeds ``evgw status`` and
+the metrics. Adding an uplink touches nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    """Counters of one uplink (monotonic except ``backlog``, ``connected`` and errors)."""
+
+    sent: int = 0
+    """Records handed to the transport (retries not counted)."""
+    acked: int = 0
+    """Records acknowledged by the platform (cursor moved past them)."""
+    retries: int = 0
+    parked: int = 0
+    backlog: int = 0
+    connected: bool = False
+    last_error: str | None = None
+    last_error_ts: float | None = None
+
+    def error(self, message: str, now_s: float) -> None:
+        self.last_error, self.last_error_ts = message, now_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Uplink(Protocol):
+    """What the service runner needs from an uplink."""
+
+    name: str
+    stats: UplinkStats
+
+    async def run(self) -> None:
+        """Forward records until cancelled; transient failures are retried, never raised."""
+        ...
