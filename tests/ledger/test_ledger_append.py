@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -58,7 +59,7 @@ async def test_nowait_appends_are_gap_free_and_continue_after_reopen(tmp_path: P
     assert nxt.seq == 501
     batch = await ledger.read_batch("mqtt", 1000)
     assert [r.seq for r in batch] == list(range(1, 502))
-    for before, after in zip(batch, batch[1:], strict=False):
+    for before, after in itertools.pairwise(batch):
         assert after.prev == before.hash
         assert recompute_hash(msgspec.structs.asdict(after)) == after.hash
     await ledger.close()
