@@ -118,6 +118,23 @@ class ChargeDetailBody(_Body, frozen=True, kw_only=True):
     service_money_yuan: float
 
 
+class VehicleBody(_Body, frozen=True, kw_only=True):
+    """What the vehicle told the charger about itself (GB/T 27930 BRM and BCP)."""
+
+    bms_protocol_version: str | None = None
+    battery_type: int | None = None
+    rated_capacity_ah: float | None = None
+    rated_voltage_v: float | None = None
+    nominal_energy_kwh: float | None = None
+    battery_manufacturer: str | None = None
+    pack_serial: int | None = None
+    pack_charge_count: int | None = None
+    max_charge_voltage_v: float | None = None
+    max_charge_current_a: float | None = None
+    max_cell_voltage_v: float | None = None
+    max_temp_c: int | None = None
+
+
 class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     """The final order of one charging session.
 
@@ -128,9 +145,16 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     session_id: str
     start_ts: str
     end_ts: str
-    meter_energy_start_kwh: float
-    meter_energy_end_kwh: float
+    meter_energy_start_kwh: float | None = None
+    """Meter import register at the start; None when the connector has no meter."""
+    meter_energy_end_kwh: float | None = None
     energy_kwh: float
+    """The order's energy: the meter delta, else the charger's CSD, else the CCS integral
+    (``energy_source`` says which)."""
+    energy_source: Literal["meter", "charger", "ccs_integral", "none"] = "meter"
+    ccs_energy_kwh: float | None = None
+    """Integral of the charger's reported output voltage × current (CCS) over the session."""
+    meter_id: str | None = None
     charger_energy_kwh: float | None = None
     soc_start_pct: int | None = None
     soc_end_pct: int | None = None
@@ -141,6 +165,10 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     stop_bits: dict[str, int] = {}
     interrupted: bool = False
     """True when the session ended without a normal stop (power cut, gateway restart)."""
+    end_reason: str | None = None
+    """How the session ended: the GB/T tracker's reason (``normal``, ``lost`` …) or
+    ``gateway_restart``."""
+    vehicle: VehicleBody | None = None
     ocmf: str | None = None
     elec_money_yuan: float = 0.0
     service_money_yuan: float = 0.0
@@ -170,6 +198,8 @@ class AlarmBody(_Body, frozen=True, kw_only=True):
     status: Literal["raised", "cleared"]
     message: str = ""
     bms: BmsProcessBody | None = None
+    causes: tuple[str, ...] = ()
+    """The conditions behind the alarm (e.g. ``bsm.insulation_status``); empty when cleared."""
 
     @property
     def for_platform(self) -> bool:
@@ -285,6 +315,11 @@ class ConnectorStatsBody(_Body, frozen=True, kw_only=True):
     energy_kwh: float
     discharge_energy_kwh: float = 0.0
     sessions: int
+    charging_minutes: float = 0.0
+    alarms: dict[str, int] = {}
+    """Alarms raised in the period, by code."""
+    stop_reasons: dict[str, int] = {}
+    """Orders finished in the period, by T/CEC StopReason."""
 
 
 class StationStatsBody(_Body, frozen=True, kw_only=True):
