@@ -208,6 +208,10 @@ class SamplingSection(_Section, kw_only=True):
     meter_sample_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
     offline_after_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
     """A connector whose bus and meter are silent this long is reported offline (status 0)."""
+    ac_charging_current_a: NonNegative = 1.0
+    """An AC connector without CAN is charging (status 3) while its meter reads more current."""
+    stats_utc_offset_h: Annotated[float, Meta(ge=-12, le=14)] = 8.0
+    """Local time of the hourly/daily statistics (China: +8); days start at local midnight."""
 
 
 class SafetySection(_Section, kw_only=True):
@@ -221,6 +225,10 @@ class SafetySection(_Section, kw_only=True):
     energy_tolerance_kwh: NonNegative = 0.5
     energy_tolerance_pct: Percent = 2.0
     hysteresis_c: NonNegative = 2.0
+    hysteresis_pct: Percent = 1.0
+    """Voltage mismatch clears when back below ``voltage_mismatch_pct`` minus this."""
+    cell_voltage_hysteresis_v: NonNegative = 0.05
+    """Cell/pack over-voltage clears when this far below the BCP limit."""
 
 
 class MetricsSection(_Section, kw_only=True):
