@@ -105,6 +105,13 @@ class ReadError:
         return self.kind == "exception"
 
     @property
+    def short(self) -> str:
+        """The exception name for exception replies, else the full message."""
+        if self.exception_code is not None:
+            return exception_text(self.exception_code)
+        return self.message
+
+    @property
     def line_down(self) -> bool:
         return self.kind in {"port_missing", "permission", "connect_failed"}
 
@@ -191,7 +198,7 @@ class ModbusLine:
             ok = await client.connect()
         except (OSError, ModbusException) as exc:  # pragma: no cover - pymodbus returns False
             ok = False
-            detail = str(exc)
+            detail = f" ({exc})"
         else:
             detail = ""
         if not ok:
@@ -205,7 +212,7 @@ class ModbusLine:
                 if isinstance(self.spec, SerialLineSpec)
                 else "check the address, that the meter/gateway is powered and reachable"
             )
-            return ReadError("connect_failed", f"cannot open {where} {detail}: {hint}")
+            return ReadError("connect_failed", f"cannot open {where}{detail}: {hint}")
         self.client = client
         self.opened_count += 1
         return None

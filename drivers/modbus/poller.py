@@ -18,7 +18,7 @@ from drivers.modbus.checks import ReadingChecker
 from drivers.modbus.decode import ReadPlan, plan_reads
 from drivers.modbus.events import MeterEvent, MeterReading
 from drivers.modbus.health import MeterHealth
-from drivers.modbus.link import LineSpec, ModbusLine, ReadError, exception_text
+from drivers.modbus.link import LineSpec, ModbusLine, ReadError
 from drivers.modbus.profile import Profile
 
 Sink = Callable[[MeterReading | MeterEvent], object] | asyncio.Queue
@@ -119,7 +119,7 @@ class LinePoller:
                     for event in m.health.failure(ts, reply.message):
                         self._emit(event)
                     return None
-                results.append(exception_text(reply.exception_code or 0))
+                results.append(reply.short)
             else:
                 results.append(reply)
         decoded = m.plan.decode(results)

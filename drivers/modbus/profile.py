@@ -17,7 +17,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -632,27 +632,24 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     return parse_profile(data, p.stem, str(p))
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileSet:
-    """Every profile found in a directory, by name."""
+class ProfileSet(Mapping[str, Profile]):
+    """Every profile found in a directory, by name (iterates in name order)."""
 
-    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    def __init__(self, profiles: Mapping[str, Profile]) -> None:
+        self._profiles = dict(sorted(profiles.items()))
 
     def __getitem__(self, name: str) -> Profile:
         try:
-            return self.profiles[name]
+            return self._profiles[name]
         except KeyError:
-            known = ", ".join(sorted(self.profiles)) or "none"
+            known = ", ".join(self._profiles) or "none"
             raise KeyError(f"no meter profile {name!r} (known: {known})") from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self.profiles
-
     def __iter__(self):
-        return iter(sorted(self.profiles))
+        return iter(self._profiles)
 
     def __len__(self) -> int:
-        return len(self.profiles)
+        return len(self._profiles)
 
 
 def load_profiles(source: str | os.PathLike[str] | Any | None = None) -> ProfileSet:
