@@ -207,7 +207,7 @@ async def test_read_and_scan_over_serial(tmp_path: Path) -> None:
 async def test_scan_nothing_and_port_errors(tmp_path: Path) -> None:
     pair = open_pty_pair(tmp_path)
     try:
-        rc, out, err = await evgw(
+        rc, _, err = await evgw(
             "meter",
             "scan",
             "--port",
@@ -222,13 +222,13 @@ async def test_scan_nothing_and_port_errors(tmp_path: Path) -> None:
         assert rc == 1 and "no meter answered" in err and "A/B" in err
     finally:
         pair.close()
-    rc, out, err = await evgw(
+    rc, _, err = await evgw(
         "meter", "read", "--port", str(tmp_path / "ttyUSB9"), "--profile", "sdm120"
     )
     assert rc == 1 and "does not exist" in err and "Traceback" not in err
-    rc, out, err = await evgw("meter", "read", "--port", "/dev/x", "--profile", "nosuch")
+    rc, _, err = await evgw("meter", "read", "--port", "/dev/x", "--profile", "nosuch")
     assert rc == 2 and "no meter profile 'nosuch'" in err
-    rc, out, err = await evgw("meter", "read", "--port", "/dev/x", "--profile", "sdm120", "--bogus")
+    rc, _, err = await evgw("meter", "read", "--port", "/dev/x", "--profile", "sdm120", "--bogus")
     assert rc == 2 and "usage:" in err
 
 
