@@ -35,7 +35,7 @@ EXCEPTION_NAMES: Final = {
 
 
 def exception_text(code: int) -> str:
-    return f"exception {code:02d} ({EXCEPTION_NAMES.get(code, 'unknown exception code')})"
+    return f"exception {code:02X} ({EXCEPTION_NAMES.get(code, 'unknown exception code')})"
 
 
 @dataclass(frozen=True, slots=True)
