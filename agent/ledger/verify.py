@@ -107,6 +107,7 @@ class Verifier:
         self._declared: list[tuple[str, int, int]] = []
         self._dropped: list[tuple[int, str, int]] = []
         self._line = 0
+        self._continues = after is not None
         if after is not None:
             self._remember(*after)
             self._report.signed_upto = after[0]
@@ -337,7 +338,8 @@ class Verifier:
                     f"{kind} record is dropped but no retention_dropped event declares it",
                 )
         if report.last_seq is None:
-            self._problem(None, "malformed", "no records in the file")
+            if not self._continues:
+                self._problem(None, "malformed", "no records in the file")
         elif report.last_seq > report.signed_upto and not self._allow_unsigned:
             low = max(report.signed_upto + 1, report.first_seq or 1)
             self._problem(
