@@ -7,6 +7,8 @@ optional dependencies are installed). Compressed ``.gz`` files work as well.
 
 from __future__ import annotations
 
+import gzip
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +28,46 @@ def supported_suffixes() -> tuple[str, ...]:
     return tuple(sorted(can.io.player.MESSAGE_READERS))
 
 
-def read_frames(path: str | Path) -> Iterator[Frame]:
-    """Yield the frames of a log file in file order. Raises :class:`ReplayError` for a file that
-    cannot be opened or parsed (unknown extension, bad line)."""
+def read_candump(path: Path, bad_lines: Counter[str] | None = None) -> Iterator[Frame]:
+    """A tolerant reader for candump ``-l`` logs: a line that does not parse is counted in
+    ``bad_lines`` (by reason) and skipped, so one damaged line never loses the rest of the file.
+    Compressed ``.gz`` logs are read transparently."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                ts = float(parts[0].strip("()"))
+                channel, frame = parts[1], parts[2]
+                ident, sep, rest = frame.partition("#")
+                if not sep:
+                    raise ValueError("no '#'")
+                can_id = int(ident, 16)
+                remote = rest.startswith("R")
+                fd = rest.startswith("#")
+                payload = b"" if remote else bytes.fromhex(rest[2:] if fd else rest)
+            except (ValueError, IndexError):
+                if bad_lines is not None:
+                    bad_lines["bad_log_line"] += 1
+                continue
+            yield Frame(
+                ts=ts,
+                can_id=can_id & 0x1FFFFFFF,
+                data=payload,
+                is_extended=len(ident) > 3,
+                is_remote=remote,
+                is_fd=fd,
+                is_error=bool(can_id & 0x20000000) and len(ident) > 3,
+                channel=channel,
+            )
+
+
+def read_frames(path: str | Path, bad_lines: Counter[str] | None = None) -> Iterator[Frame]:
+    """Yield the frames of a log file in file order. candump ``.log`` files are read tolerantly
+    (see :func:`read_candump`); other formats go through python-can's reader for their
+    extension. Raises :class:`ReplayError` for a file that cannot be opened or parsed."""
     p = Path(path)
     if not p.is_file():
         raise ReplayError(f"{p}: no such file")
@@ -38,6 +77,9 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
     if not suffixes or suffixes[-1] not in can.io.player.MESSAGE_READERS:
         known = ", ".join(supported_suffixes())
         raise ReplayError(f"{p}: unknown log format; expected one of {known} (optionally .gz)")
+    if suffixes[-1] == ".log":
+        yield from read_candump(p, bad_lines)
+        return
     try:
         reader = can.LogReader(str(p))
     except Exception as exc:  # python-can raises assorted errors for unreadable files
