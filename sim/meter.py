@@ -322,7 +322,12 @@ def _parse_meter(text: str, profiles) -> tuple[Profile, int, dict[str, str]]:
         prof = profiles[parts[0]]
     except KeyError as exc:
         raise SystemExit(str(exc.args[0])) from None
-    opts = dict(kv.split("=", 1) for kv in parts[2].split(",")) if len(parts) > 2 else {}
+    opts: dict[str, str] = {}
+    for kv in parts[2].split(",") if len(parts) > 2 else []:
+        name, sep, choice = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--meter {text!r}: options are OPTION=CHOICE, found {kv!r}")
+        opts[name] = choice
     return prof, int(parts[1]), opts
 
 

@@ -349,7 +349,7 @@ def _read(args: argparse.Namespace) -> int:
             f"unit {unit} answered but no value could be read ({'; '.join(reasons)}): "
             f"wrong profile or function code{hint}, or run `evgw meter scan`"
         )
-    where = spec.describe() if args.tcp is not None else f"{spec.describe()}"
+    where = spec.describe()
     if args.json:
         out: dict[str, Any] = {}
         for q in resolved.quantities:
