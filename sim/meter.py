@@ -379,16 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     meters = []
     for spec in args.meter:
         prof, unit, opts = _parse_meter(spec, profiles)
-        meters.append(
-            SimMeter(
-                prof,
-                unit,
-                options=opts,
-                clock=time.monotonic,
-                power_w=args.power_w,
-                voltage_v=args.voltage_v,
-                energy_import_kwh=args.energy_kwh,
+        try:
+            meters.append(
+                SimMeter(
+                    prof, unit, options=opts, clock=time.monotonic, power_w=args.power_w,
+                    voltage_v=args.voltage_v, energy_import_kwh=args.energy_kwh,
+                )
             )
+        except ValueError as exc:
+            raise SystemExit(f"--meter {spec!r}: {exc}") from None
         )
     try:
         asyncio.run(_serve(args, meters))
