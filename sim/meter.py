@@ -382,13 +382,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             meters.append(
                 SimMeter(
-                    prof, unit, options=opts, clock=time.monotonic, power_w=args.power_w,
-                    voltage_v=args.voltage_v, energy_import_kwh=args.energy_kwh,
+                    prof,
+                    unit,
+                    options=opts,
+                    clock=time.monotonic,
+                    power_w=args.power_w,
+                    voltage_v=args.voltage_v,
+                    energy_import_kwh=args.energy_kwh,
                 )
             )
         except ValueError as exc:
             raise SystemExit(f"--meter {spec!r}: {exc}") from None
-        )
     try:
         asyncio.run(_serve(args, meters))
     except KeyboardInterrupt:
