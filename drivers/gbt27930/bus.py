@@ -99,7 +99,10 @@ class _ReceiveOnly:
         return self._recv(timeout)
 
     def shutdown(self) -> None:
-        self._shutdown()
+        """Close the interface; a device that already vanished cannot be closed cleanly, and
+        that is not an error worth reporting."""
+        with contextlib.suppress(Exception):
+            self._shutdown()
 
 
 def open_options(spec: BusSpec) -> tuple[dict[str, Any], bool | None]:
