@@ -1,0 +1,98 @@
+"""What the station model remembers about one charging session while it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.record_bodies import BmsProcessBody
+from agent.records import iso_ts
+from agent.station.safety import SafetyMonitor
+from drivers.gbt27930.events import ChargingSample
+from drivers.gbt27930.messages import BCP, BEM, BRM, BST, CEM, CML, CSD, CST
+
+#: a gap between CCS samples longer than this is not integrated (the bus was silent)
+MAX_INTEGRATION_GAP_S = 5.0
+
+
+def session_id_for(connector_id: str, start_ts: float) -> str:
+    """Unique, stable session id: ``<connector>-<UTC yyyymmddHHMMSSfff>``."""
+    stamp = iso_ts(start_ts)  # 2023-12-26T03:18:47.487Z
+    digits = "".join(ch for ch in stamp if ch.isdigit())
+    return f"{connector_id}-{digits}"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPoint:
+    ts: float
+    energy_kwh: float
+    online: bool = True
+
+
+@dataclass(slots=True)
+class Session:
+    """One charging session on one connector (DC from GB/T events, AC from meter current)."""
+
+    session_id: str
+    start_ts: float
+    safety: SafetyMonitor
+    tracker_session: int | None = None
+    phase: str | None = None
+    paused: bool = False
+    brm: BRM | None = None
+    bcp: BCP | None = None
+    cml: CML | None = None
+    vin: str | None = None
+    charging_started_ts: float | None = None
+    soc_start_pct: int | None = None
+    soc_last_pct: int | None = None
+    meter_start: MeterPoint | None = None
+    meter_last: MeterPoint | None = None
+    ccs_energy_kwh: float = 0.0
+    ccs_seen: bool = False
+    last_ccs_ts: float | None = None
+    last_ccs_power_kw: float = 0.0
+    peak_power_kw: float = 0.0
+    initiator: str | None = None
+    bst: BST | None = None
+    cst: CST | None = None
+    bem: BEM | None = None
+    cem: CEM | None = None
+    last_error_side: str | None = None
+    csd: CSD | None = None
+    end_reason: str | None = None
+    end_ts: float | None = None
+    last_sample: ChargingSample | None = None
+    last_sample_ts: float | None = None
+    last_bms: BmsProcessBody | None = None
+    last_bms_emit_ts: float | None = None
+    bms_due: bool = True
+    """Emit a bms_process at the next complete sample (phase change, alarm, SOC step)."""
+    extra_bits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def start_iso(self) -> str:
+        return iso_ts(self.start_ts)
+
+    def integrate(self, ts: float, voltage_v: float | None, current_a: float | None) -> None:
+        """Add the CCS output power since the previous sample (rectangle rule, gap-limited)."""
+        if voltage_v is None or current_a is None:
+            return
+        power_kw = voltage_v * abs(current_a) / 1000.0
+        self.ccs_seen = True
+        if self.last_ccs_ts is not None:
+            dt = ts - self.last_ccs_ts
+            if 0 < dt <= MAX_INTEGRATION_GAP_S:
+                self.ccs_energy_kwh += (self.last_ccs_power_kw + power_kw) / 2 * dt / 3600.0
+        self.last_ccs_ts = ts
+        self.last_ccs_power_kw = power_kw
+        if power_kw > self.peak_power_kw:
+            self.peak_power_kw = power_kw
+
+    def meter_energy_kwh(self) -> float | None:
+        if self.meter_start is None or self.meter_last is None:
+            return None
+        return max(0.0, self.meter_last.energy_kwh - self.meter_start.energy_kwh)
+
+    def energy_so_far_kwh(self) -> float:
+        meter = self.meter_energy_kwh()
+        return meter if meter is not None else self.ccs_energy_kwh

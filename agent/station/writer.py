@@ -1,0 +1,132 @@
+"""The thin async adapter around the station model: driver events from one queue in, records
+appended to the ledger, the model ticked from the wall clock.
+
+The service puts every driver event (GB/T tracker events of each bus, meter readings and
+events, :class:`~agent.station.inputs.BusActivity`) on ``writer.queue`` and runs
+``await writer.run()``. At start the writer asks the ledger which sessions a previous run left
+open and where the OCMF transaction counter stands, so the model can close those sessions as
+interrupted and continue the counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from agent.records import Record, StoredRecord
+from agent.station.model import StationInput, StationModel
+from agent.station.ocmf import pagination_of
+from agent.station.restart import OpenSession, open_session
+
+#: ``find`` returns records oldest first; this covers every record of a kind in practice
+_ALL = 1_000_000_000
+
+
+class LedgerLike(Protocol):
+    def append_nowait(self, record: Record) -> None: ...
+
+    async def flush(self) -> int: ...
+
+    async def find(
+        self,
+        kind: str,
+        *,
+        session_id: str | None = None,
+        connector_id: str | None = None,
+        limit: int = 10000,
+    ) -> list[StoredRecord]: ...
+
+
+async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -> list[OpenSession]:
+    """The last session of each connector, if it has records but no ``charge_order``."""
+    found: list[OpenSession] = []
+    for cid in connector_ids:
+        statuses = await ledger.find("connector_status", connector_id=cid, limit=_ALL)
+        sid = next(
+            (r.body["session_id"] for r in reversed(statuses) if r.body.get("session_id")), None
+        )
+        if sid is None or await ledger.find("charge_order", session_id=sid, limit=1):
+            continue
+        records = await ledger.find("connector_status", session_id=sid, limit=_ALL)
+        records += await ledger.find("bms_process", session_id=sid, limit=_ALL)
+        records.sort(key=lambda r: r.seq)
+        session = open_session(records)
+        if session is not None:
+            found.append(session)
+    return found
+
+
+async def last_pagination(ledger: LedgerLike) -> int:
+    """The highest OCMF ``PG`` counter among the orders in the ledger (0 when none)."""
+    orders = await ledger.find("charge_order", limit=_ALL)
+    for r in reversed(orders):
+        ocmf = r.body.get("ocmf")
+        if isinstance(ocmf, str):
+            pg = pagination_of(ocmf)
+            if pg is not None:
+                return pg
+    return 0
+
+
+class StationWriter:
+    def __init__(
+        self,
+        model: StationModel,
+        ledger: LedgerLike,
+        *,
+        queue: asyncio.Queue[StationInput] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_interval_s: float = 1.0,
+    ) -> None:
+        self.model = model
+        self.ledger = ledger
+        self.queue: asyncio.Queue[StationInput] = queue if queue is not None else asyncio.Queue()
+        self.clock = clock
+        self.tick_interval_s = tick_interval_s
+        self.records_written = 0
+
+    def _write(self, records: list[Record]) -> None:
+        for r in records:
+            self.ledger.append_nowait(r)
+        self.records_written += len(records)
+
+    async def start(self) -> None:
+        """Close sessions left open by a previous run; continue the OCMF counter."""
+        if self.model.signer is not None:
+            self.model.signer.pagination = max(
+                self.model.signer.pagination, await last_pagination(self.ledger)
+            )
+        sessions = await load_open_sessions(self.ledger, self.model.config.connectors())
+        self._write(self.model.startup(sessions, self.clock()))
+        await self.ledger.flush()
+
+    def process(self, event: StationInput) -> None:
+        """Feed one event and append what it produced (no waiting)."""
+        self._write(self.model.feed(event))
+
+    async def run(self) -> None:
+        """Consume the queue until cancelled, ticking the model every ``tick_interval_s``."""
+        next_tick = self.clock() + self.tick_interval_s
+        while True:
+            timeout = max(0.0, next_tick - self.clock())
+            try:
+                event = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                pass
+            else:
+                self.process(event)
+                while not self.queue.empty():
+                    self.process(self.queue.get_nowait())
+            now = self.clock()
+            if now >= next_tick:
+                self._write(self.model.tick(now))
+                next_tick = now + self.tick_interval_s
+
+    async def stop(self) -> None:
+        """Write what is pending (orders waiting for a meter reading) and flush."""
+        while not self.queue.empty():
+            self.process(self.queue.get_nowait())
+        self._write(self.model.flush(self.clock()))
+        await self.ledger.flush()
