@@ -210,6 +210,8 @@ class SamplingSection(_Section, kw_only=True):
     """A connector whose bus and meter are silent this long is reported offline (status 0)."""
     ac_charging_current_a: NonNegative = 1.0
     """An AC connector without CAN is charging (status 3) while its meter reads more current."""
+    ac_session_end_s: Annotated[float, Meta(ge=1, le=86400)] = 120.0
+    """An AC session (no CAN) ends when the current stays below the threshold this long."""
     stats_utc_offset_h: Annotated[float, Meta(ge=-12, le=14)] = 8.0
     """Local time of the hourly/daily statistics (China: +8); days start at local midnight."""
 
