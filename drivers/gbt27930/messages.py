@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, ClassVar
@@ -78,7 +79,7 @@ def _volt(d: bytes, n: int, i: int) -> float | None:
     if i + 2 > n:
         return None
     v = d[i] | (d[i + 1] << 8)
-    return None if v == 0xFFFF else round(v * 0.1, 1)
+    return None if v == 0xFFFF else v / 10
 
 
 def _cur(d: bytes, n: int, i: int) -> float | None:
@@ -86,7 +87,7 @@ def _cur(d: bytes, n: int, i: int) -> float | None:
     if i + 2 > n:
         return None
     v = d[i] | (d[i + 1] << 8)
-    return None if v == 0xFFFF else round(v * 0.1 - 400.0, 1)
+    return None if v == 0xFFFF else (v - 4000) / 10
 
 
 def _cellv(d: bytes, n: int, i: int) -> float | None:
@@ -94,7 +95,7 @@ def _cellv(d: bytes, n: int, i: int) -> float | None:
     if i + 2 > n:
         return None
     v = d[i] | (d[i + 1] << 8)
-    return None if v == 0xFFFF else round(v * 0.01, 2)
+    return None if v == 0xFFFF else v / 100
 
 
 def _temp(d: bytes, n: int, i: int) -> int | None:
@@ -530,7 +531,7 @@ def _brm(d: bytes, n: int) -> BRM:
         version,
         type_code,
         None if type_code is None else battery_type(type_code),
-        None if (v := _u16(d, n, 4)) is None else round(v * 0.1, 1),
+        None if (v := _u16(d, n, 4)) is None else v / 10,
         _volt(d, n, 6),
         manufacturer,
         _printable(manufacturer),
@@ -561,7 +562,7 @@ def _bcp(d: bytes, n: int) -> BCP:
         _volt(d, n, 4),
         _volt(d, n, 6),
         _temp(d, n, 8),
-        None if soc is None else round(soc * 0.1, 1),
+        None if soc is None else soc / 10,
         _volt(d, n, 11),
         raw=d,
         flags=_short(n, 13),
@@ -622,19 +623,26 @@ def _cro(d: bytes, n: int) -> CRO:
 
 
 _MODES = {0x01: ChargeMode.CONSTANT_VOLTAGE, 0x02: ChargeMode.CONSTANT_CURRENT}
+_BCL = struct.Struct("<HHB")
+_CCS = struct.Struct("<HHHB")
+_BSM = struct.Struct("<7B")
 
 
 def _bcl(d: bytes, n: int) -> BCL:
     if n >= 5:
-        m = d[4]
-        mode = None if m == 0xFF else _MODES.get(m, ChargeMode.UNKNOWN)
-        return BCL(_volt(d, n, 0), _cur(d, n, 2), mode, raw=d)
+        v, c, m = _BCL.unpack_from(d)
+        return BCL(
+            None if v == 0xFFFF else v / 10,
+            None if c == 0xFFFF else (c - 4000) / 10,
+            None if m == 0xFF else _MODES.get(m, ChargeMode.UNKNOWN),
+            raw=d,
+        )
     return BCL(_volt(d, n, 0), _cur(d, n, 2), None, raw=d, flags=("short_frame",))
 
 
 def _cell_word(w: int) -> float | None:
     v = w & 0x0FFF
-    return None if v == 0x0FFF else round(v * 0.01, 2)
+    return None if v == 0x0FFF else v / 100
 
 
 def _bcs(d: bytes, n: int) -> BCS:
@@ -656,18 +664,43 @@ def _bcs(d: bytes, n: int) -> BCS:
 
 
 def _ccs(d: bytes, n: int) -> CCS:
-    permitted = PERMIT2[d[6] & 3] if n >= 7 else None
+    if n >= 7:
+        v, c, t, b7 = _CCS.unpack_from(d)
+        return CCS(
+            None if v == 0xFFFF else v / 10,
+            None if c == 0xFFFF else (c - 4000) / 10,
+            None if t == 0xFFFF else t,
+            PERMIT2[b7 & 3],
+            raw=d,
+        )
     return CCS(
         _volt(d, n, 0),
         _cur(d, n, 2),
         _u16(d, n, 4),
-        permitted,
+        None,
         raw=d,
         flags=() if n >= 6 else ("short_frame",),
     )
 
 
 def _bsm(d: bytes, n: int) -> BSM:
+    if n >= 7:
+        cell, tmax, pmax, tmin, pmin, b6, b7 = _BSM.unpack_from(d)
+        return BSM(
+            cell + 1,
+            None if tmax == 0xFF else tmax - 50,
+            None if pmax == 0xFF else pmax + 1,
+            None if tmin == 0xFF else tmin - 50,
+            None if pmin == 0xFF else pmin + 1,
+            HIGHLOW2[b6 & 3],
+            HIGHLOW2[(b6 >> 2) & 3],
+            STATUS2[(b6 >> 4) & 3],
+            STATUS2[b6 >> 6],
+            STATUS2[b7 & 3],
+            STATUS2[(b7 >> 2) & 3],
+            PERMIT2[(b7 >> 4) & 3],
+            raw=d,
+        )
     b6 = d[5] if n >= 6 else None
     b7 = d[6] if n >= 7 else None
     probe_max = _u8(d, n, 2)
@@ -755,7 +788,7 @@ def _csd(d: bytes, n: int) -> CSD:
     energy = _u16(d, n, 2)
     return CSD(
         _u16(d, n, 0),
-        None if energy is None else round(energy * 0.1, 1),
+        None if energy is None else energy / 10,
         _u32(d, n, 4),
         raw=d,
         flags=_short(n, 8),
@@ -820,21 +853,21 @@ def decode(pf: int, data: bytes, via_tp: bool = False) -> Message:
     DM1–DM6 give :class:`Diagnostic`, and a payload that cannot be decoded gives
     :class:`DecodeError` with the raw bytes.
     """
-    n = len(data)
     decoder = _DECODERS.get(pf)
     if decoder is None:
         if 0x20 <= pf <= 0x25:
             return Diagnostic(pf - 0x1F, raw=data)
         return Unknown(pf, raw=data)
+    n = len(data)
     if n == 0:
         return DecodeError(pf, "empty payload", raw=data)
     try:
         msg = decoder(data, n)
     except Exception as exc:  # a decoder bug must not stop the listener: keep the bytes
         return DecodeError(pf, f"{type(exc).__name__}: {exc}", raw=data)
-    if pf in _VIA_TP and not via_tp:
-        return msgspec.structs.replace(msg, flags=(*msg.flags, "unexpected_single_frame"))
-    return msg
+    if via_tp or pf not in _VIA_TP:
+        return msg
+    return msgspec.structs.replace(msg, flags=(*msg.flags, "unexpected_single_frame"))
 
 
 def active_codes(msg: Message) -> tuple[str, ...]:
