@@ -19,7 +19,7 @@ from typing import Final
 
 from agent.errors import UserError
 from agent.ledger.chain import stored_from_row
-from agent.ledger.store import read_meta
+from agent.ledger.store import DATA_EXPR, read_meta
 from agent.records import canonical_json
 
 _CHUNK: Final = 2000
@@ -62,8 +62,8 @@ def export_lines(
     after = low
     while True:
         rows = conn.execute(
-            "SELECT seq, kind, prev, hash, data FROM records WHERE seq > ? AND seq <= ? "
-            "ORDER BY seq LIMIT ?",
+            f"SELECT r.seq, r.kind, r.prev, r.hash, {DATA_EXPR} FROM records r "
+            "WHERE r.seq > ? AND r.seq <= ? ORDER BY r.seq LIMIT ?",
             (after, high, _CHUNK),
         ).fetchall()
         if not rows:

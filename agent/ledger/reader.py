@@ -9,15 +9,17 @@ import sqlite3
 from collections.abc import Collection
 
 from agent.ledger.chain import stored_from_row
+from agent.ledger.store import DATA_EXPR
 from agent.records import StoredRecord
 
 _BATCH = (
-    "SELECT seq, prev, hash, data FROM records WHERE seq > ? AND data IS NOT NULL{kind} "
-    "AND NOT EXISTS (SELECT 1 FROM parked p WHERE p.uplink = ? AND p.seq = records.seq) "
-    "ORDER BY seq LIMIT ?"
+    f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r "
+    "WHERE r.seq > ? AND r.data IS NOT NULL{kind} "
+    "AND NOT EXISTS (SELECT 1 FROM parked p WHERE p.uplink = ? AND p.seq = r.seq) "
+    "ORDER BY r.seq LIMIT ?"
 )
 _BATCH_ALL = _BATCH.format(kind="")
-_BATCH_KIND = _BATCH.format(kind=" AND kind = ?")
+_BATCH_KIND = _BATCH.format(kind=" AND r.kind = ?")
 
 
 def read_batch(
@@ -60,14 +62,16 @@ def find(
     connector_id: str | None,
     limit: int,
 ) -> list[StoredRecord]:
-    sql = "SELECT prev, hash, data FROM records WHERE kind = ? AND data IS NOT NULL"
+    sql = (
+        f"SELECT r.prev, r.hash, {DATA_EXPR} FROM records r WHERE r.kind = ? AND r.data IS NOT NULL"
+    )
     params: list[object] = [kind]
     if session_id is not None:
-        sql += " AND session_id = ?"
+        sql += " AND r.session_id = ?"
         params.append(session_id)
     if connector_id is not None:
-        sql += " AND connector_id = ?"
+        sql += " AND r.connector_id = ?"
         params.append(connector_id)
-    sql += " ORDER BY seq LIMIT ?"
+    sql += " ORDER BY r.seq LIMIT ?"
     params.append(limit)
     return [stored_from_row(data, prev, digest) for prev, digest, data in conn.execute(sql, params)]

@@ -25,8 +25,8 @@ import msgspec
 
 from agent.ledger.chain import GENESIS, checkpoint_payload, link_hash
 from agent.ledger.keys import PublicKey
-from agent.ledger.store import create_schema, read_meta
-from agent.ledger.writer import INSERT_RECORD, make_row
+from agent.ledger.store import DATA_EXPR, create_schema, read_meta
+from agent.ledger.writer import insert_rows, make_row
 from agent.records import Record, iso_ts
 
 TAIL_RECORDS: Final = 1000
@@ -97,7 +97,8 @@ def _inspect(conn: sqlite3.Connection) -> str | None:
     if "records" not in tables:
         return None if not tables else "not an evgw ledger (no records table)"
     rows = conn.execute(
-        "SELECT seq, prev, hash, data FROM records ORDER BY seq DESC LIMIT ?", (TAIL_RECORDS,)
+        f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r ORDER BY r.seq DESC LIMIT ?",
+        (TAIL_RECORDS,),
     ).fetchall()
     last: tuple[int, bytes] | None = None
     for seq, prev, digest, data in reversed(rows):
@@ -186,8 +187,7 @@ def salvage(path: Path, *, gateway_id: str, station_id: str, reason: str) -> Rec
         conn.execute("PRAGMA synchronous=FULL")
         create_schema(conn, gateway_id)
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(INSERT_RECORD, good)
-        conn.execute(INSERT_RECORD, row)
+        insert_rows(conn, [*good, row])
         conn.executemany(
             "INSERT INTO checkpoints (seq, hash, ts, key_id, sig) VALUES (?, ?, ?, ?, ?)",
             [cp for cp in checkpoints if hashes.get(cp[0]) == cp[1]],
@@ -221,8 +221,8 @@ def _good_prefix(
     while True:
         try:
             chunk = conn.execute(
-                "SELECT seq, kind, session_id, connector_id, prev, hash, data FROM records "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT r.seq, r.kind, r.session_id, r.connector_id, r.prev, r.hash, "
+                f"{DATA_EXPR} FROM records r WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
                 (after, _CHUNK),
             ).fetchall()
         except sqlite3.DatabaseError:

@@ -18,9 +18,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from agent.ledger.store import used_bytes
+from agent.ledger.store import SPLIT_KINDS, used_bytes
 
-DROP_ORDER: Final = ("meter_sample", "bms_process")
+DROP_ORDER: Final = SPLIT_KINDS
 """Kinds whose unacknowledged records may be dropped, first to last."""
 TARGET_FRACTION: Final = 0.9
 _MAX_ROUNDS: Final = 12
@@ -101,6 +101,8 @@ def _delete_acknowledged(
         wanted = first + int((used - target) / (used / rows)) + 1
         anchor = next((a for a in candidates if a >= wanted), candidates[-1])
         count = conn.execute("DELETE FROM records WHERE seq < ?", (anchor,)).rowcount
+        for kind in SPLIT_KINDS:
+            conn.execute(f"DELETE FROM body_{kind} WHERE seq < ?", (anchor,))
         conn.execute("DELETE FROM checkpoints WHERE seq < ?", (anchor,))
         conn.execute("DELETE FROM parked WHERE seq < ?", (anchor,))
         outcome.deleted_below_seq = anchor
@@ -108,35 +110,32 @@ def _delete_acknowledged(
 
 
 def _drop_kind(conn: sqlite3.Connection, kind: str, target: int, outcome: Outcome) -> None:
+    """Drop the oldest bodies of ``kind`` (a prefix of ``body_<kind>``) until under target."""
     dropped = Dropped(kind)
+    table = f"body_{kind}"
     for _round in range(_MAX_ROUNDS * 4):
         used = used_bytes(conn)
         if used <= target:
             break
         avg = conn.execute(
-            "SELECT avg(length(data)) FROM (SELECT data FROM records "
-            "WHERE kind = ? AND data IS NOT NULL ORDER BY seq LIMIT 256)",
-            (kind,),
+            f"SELECT avg(length(data)) FROM (SELECT data FROM {table} ORDER BY seq LIMIT 256)"
         ).fetchone()[0]
         if avg is None:
             break
-        # a dropped row keeps ~90 bytes (key, kind, two digests): count only what is freed
-        freed_per_row = max(16.0, float(avg) - 16.0)
-        limit = int((used - target) / freed_per_row) + 32
-        seqs = [
-            int(r[0])
-            for r in conn.execute(
-                "UPDATE records SET data = NULL, session_id = NULL WHERE seq IN ("
-                "SELECT seq FROM records WHERE kind = ? AND data IS NOT NULL "
-                "ORDER BY seq LIMIT ?) RETURNING seq",
-                (kind, limit),
-            )
-        ]
-        if not seqs:
-            break
-        dropped.count += len(seqs)
-        low, high = min(seqs), max(seqs)
-        dropped.from_seq = low if dropped.from_seq == 0 else min(dropped.from_seq, low)
-        dropped.to_seq = max(dropped.to_seq, high)
+        # the records row (seq, kind, two digests) stays: count only the body as freed
+        limit = int((used - target) / max(16.0, float(avg))) + 32
+        bound = conn.execute(
+            f"SELECT max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (limit,)
+        ).fetchone()[0]
+        low = conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]
+        count = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (bound,)).rowcount
+        conn.execute(
+            "UPDATE records SET data = NULL, session_id = NULL "
+            "WHERE kind = ? AND seq BETWEEN ? AND ? AND data IS NOT NULL",
+            (kind, low, bound),
+        )
+        dropped.count += count
+        dropped.from_seq = low if dropped.from_seq == 0 else dropped.from_seq
+        dropped.to_seq = bound
     if dropped.count:
         outcome.dropped.append(dropped)

@@ -6,6 +6,9 @@ Tables:
   canonical JSON that was hashed (the record without ``prev``/``hash``); ``prev`` and
   ``hash`` are 32-byte digests. A record dropped by retention keeps its row with
   ``data = NULL`` (a *stub*), so the chain of hashes stays continuous.
+- ``body_meter_sample`` / ``body_bms_process(seq, data)``: the bodies of the kinds retention
+  may drop live in tables of their own (their ``records.data`` is an empty blob), so dropping
+  the oldest of them deletes a contiguous range and frees whole pages.
 - ``checkpoints``: every signed checkpoint; ``keys``: every public key that signed one.
 - ``cursors(uplink, seq)``: last acknowledged ``seq`` per uplink; ``parked``: records an
   uplink gave up on for a permanent reason.
@@ -39,6 +42,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_kind ON records (kind, seq);
 CREATE INDEX IF NOT EXISTS records_session ON records (session_id, seq)
     WHERE session_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS body_meter_sample (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS body_bms_process (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -62,6 +67,19 @@ CREATE TABLE IF NOT EXISTS parked (
     PRIMARY KEY (uplink, seq)
 ) WITHOUT ROWID;
 """
+
+SPLIT_KINDS: Final = ("meter_sample", "bms_process")
+"""Kinds whose bodies live in ``body_<kind>`` (the kinds retention may drop, first to last)."""
+
+DATA_EXPR: Final = (
+    "CASE WHEN r.data IS NULL THEN NULL WHEN length(r.data) > 0 THEN r.data "
+    + " ".join(
+        f"WHEN r.kind = '{kind}' THEN (SELECT data FROM body_{kind} b WHERE b.seq = r.seq)"
+        for kind in SPLIT_KINDS
+    )
+    + " END"
+)
+"""The hashed bytes of record ``r`` wherever they live; NULL for a dropped record."""
 
 WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024
 """The WAL is truncated back to this size after each checkpoint of the WAL."""

@@ -26,7 +26,7 @@ from typing import Any, Final
 from agent.ledger import retention
 from agent.ledger.chain import link_hash, sign_checkpoint, unchained_json
 from agent.ledger.keys import GatewayKey
-from agent.ledger.store import used_bytes
+from agent.ledger.store import SPLIT_KINDS, used_bytes
 from agent.records import KINDS, Record, iso_ts
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ _RETRY_MIN_S: Final = 0.05
 _RETRY_MAX_S: Final = 5.0
 
 Row = tuple[int, str, str | None, str | None, bytes, bytes, bytes]
+"""``(seq, kind, session_id, connector_id, prev, hash, data)`` with the hashed bytes."""
 Op = Callable[[sqlite3.Connection], Any]
 Done = Callable[[int, bytes, list[Any], list[Any]], None]
 """Called on every commit: durable seq, durable hash, waiter tokens, op results."""
@@ -63,9 +64,32 @@ def make_row(record: Record, seq: int, gateway_id: str, prev: bytes) -> Row:
     )
 
 
+INSERT_BODY: Final = {k: f"INSERT INTO body_{k} (seq, data) VALUES (?, ?)" for k in SPLIT_KINDS}
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    """Insert complete rows (``data`` None: a dropped record), splitting off the bodies."""
+    bodies: dict[str, list[tuple[int, bytes]]] = {k: [] for k in SPLIT_KINDS}
+    stored = []
+    for row in rows:
+        seq, kind, session, connector, prev, digest, data = row
+        if kind in bodies and data is not None:
+            bodies[kind].append((seq, data))
+            data = b""
+        stored.append((seq, kind, session, connector, prev, digest, data))
+    conn.executemany(INSERT_RECORD, stored)
+    for kind, items in bodies.items():
+        conn.executemany(INSERT_BODY[kind], items)
+
+
 @dataclass(slots=True)
 class _Batch:
-    rows: list[Row] = field(default_factory=list)
+    rows: list[tuple[int, str, str | None, str | None, bytes, bytes, bytes]] = field(
+        default_factory=list
+    )
+    bodies: dict[str, list[tuple[int, bytes]]] = field(
+        default_factory=lambda: {k: [] for k in SPLIT_KINDS}
+    )
     waiters: list[Any] = field(default_factory=list)
     ops: list[tuple[Op, Any]] = field(default_factory=list)
     urgent: bool = False
@@ -130,7 +154,12 @@ class Writer:
             self._next_seq += 1
             self._prev = row[5]
             batch = self._batch
-            batch.rows.append(row)
+            split = batch.bodies.get(record.kind)
+            if split is None:
+                batch.rows.append(row)
+            else:
+                split.append((row[0], row[6]))
+                batch.rows.append((*row[:6], b""))
             if waiter is not None:
                 batch.waiters.append(waiter)
                 if not batch.urgent:
@@ -229,6 +258,9 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             if batch.rows:
                 conn.executemany(INSERT_RECORD, batch.rows)
+                for kind, bodies in batch.bodies.items():
+                    if bodies:
+                        conn.executemany(INSERT_BODY[kind], bodies)
             results = [op(conn) for op, _token in batch.ops]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -259,6 +291,8 @@ class Writer:
         with self._cond:
             newer = self._batch
             batch.rows.extend(newer.rows)
+            for kind, bodies in newer.bodies.items():
+                batch.bodies[kind].extend(bodies)
             batch.waiters.extend(newer.waiters)
             batch.ops.extend(newer.ops)
             batch.urgent = batch.urgent or newer.urgent
