@@ -57,12 +57,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def gateway_key() -> GatewayKey:
+    return GatewayKey.generate()
+
+
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+async def ledger(tmp_path: Path, gateway_key: GatewayKey) -> AsyncIterator[Ledger]:
     led = await Ledger.open(
         tmp_path / "ledger.sqlite",
         gateway_id="gw-test",
-        key=GatewayKey.generate(),
+        key=gateway_key,
         commit_interval_s=0.01,
     )
     yield led

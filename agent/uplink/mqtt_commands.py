@@ -1,0 +1,250 @@
+"""Downlink commands of the MQTT uplink: validated, signed by the platform, answered.
+
+A command arrives on ``{prefix}/{station_id}/cmd/<name>`` as JSON::
+
+    {"id": "c-42", "ts": "2026-01-01T10:00:00.000Z", "args": {...}, "sig": "<base64 DER>"}
+
+``sig`` is an ECDSA P-256 / SHA-256 signature by the platform's key (configured as
+``command_public_key_pem``) over the canonical JSON of
+``{"cmd": <name>, "station_id": …, "id": …, "ts": …, "args": …}``. A command is refused with
+an error reply when it is not JSON, unknown, unsigned or signed by another key, older than
+``command_max_age_s`` (or that far in the future), a replay of an id already seen, or has bad
+arguments. Replies go to ``{prefix}/{station_id}/reply/<name>``::
+
+    {"v": 1, "id": "c-42", "cmd": "status", "ok": true, "error": null, "result": {...}}
+
+Commands: ``status`` (uplink counters, cursor, backlog, checkpoint), ``bms_query``
+(``session_id``: the battery-process records of a charging session, with the checkpoint
+covering them), ``resend`` (``from_seq``, ``limit``: publish records again from a seq,
+without moving the cursor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import msgspec
+
+from agent.errors import UserError
+from agent.ledger import PublicKey
+from agent.ledger import reader as ledger_reader
+from agent.ledger.store import connect as ledger_connect
+from agent.records import StoredRecord, canonical_json, parse_iso_ts
+from agent.uplink.base import UplinkStats
+
+if TYPE_CHECKING:
+    from agent.ledger import Ledger
+    from agent.uplink.mqtt import MqttSettings
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_COMMAND: Final = 100_000
+_JSON = msgspec.json.Encoder()
+
+
+class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    ts: str
+    sig: str
+    args: dict[str, Any] = {}
+
+
+class _BmsQueryArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    session_id: str
+    limit: int = 10_000
+
+
+class _ResendArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    from_seq: int
+    limit: int = 10_000
+
+
+class _StatusArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
+    "status": _StatusArgs,
+    "bms_query": _BmsQueryArgs,
+    "resend": _ResendArgs,
+}
+
+
+class Publisher(Protocol):
+    """What the handler needs from the uplink."""
+
+    stats: UplinkStats
+
+    async def publish_records(self, records: list[StoredRecord]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    topic: str
+    payload: bytes
+
+
+class _Refused(Exception):
+    pass
+
+
+def command_payload(
+    station_id: str, name: str, command_id: str, ts: str, args: dict[str, Any]
+) -> bytes:
+    """The bytes the platform signs for one command."""
+    return canonical_json(
+        {"cmd": name, "station_id": station_id, "id": command_id, "ts": ts, "args": args}
+    )
+
+
+def read_from(path: Path, from_seq: int, limit: int) -> list[StoredRecord]:
+    """Records with ``seq >= from_seq`` straight from the ledger file (own read connection)."""
+    conn = ledger_connect(path, writer=False)
+    try:
+        return ledger_reader.read_batch(conn, "", from_seq - 1, limit, None)
+    finally:
+        conn.close()
+
+
+class CommandHandler:
+    def __init__(
+        self, settings: MqttSettings, ledger: Ledger, uplink: Publisher, clock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self._ledger = ledger
+        self._uplink = uplink
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+        self._key: PublicKey | None = None
+        if settings.command_public_key_pem:
+            try:
+                self._key = PublicKey.from_text(
+                    settings.command_public_key_pem, "command_public_key_pem"
+                )
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        self.accepted = 0
+        self.refused = 0
+
+    async def handle(self, topic: str, payload: bytes) -> CommandReply | None:
+        prefix = f"{self.settings.base_topic}/cmd/"
+        if not topic.startswith(prefix):
+            return None
+        name = topic[len(prefix) :]
+        reply_topic = f"{self.settings.base_topic}/reply/{name.replace('/', '_') or 'unknown'}"
+        command_id: str | None = None
+        try:
+            try:
+                command = msgspec.json.decode(payload, type=_Command)
+            except msgspec.DecodeError as exc:
+                raise _Refused(f"not a valid command message: {exc}") from None
+            command_id = command.id
+            if name not in ARG_TYPES:
+                raise _Refused(f"unknown command {name!r}; known: {', '.join(ARG_TYPES)}")
+            self._check_signature(name, command)
+            self._check_fresh(command)
+            try:
+                args = msgspec.convert(command.args, ARG_TYPES[name])
+            except msgspec.ValidationError as exc:
+                raise _Refused(f"bad arguments for {name}: {exc}") from None
+            result = await self._execute(name, args)
+        except _Refused as exc:
+            self.refused += 1
+            log.warning("MQTT command %s (id %s) refused: %s", name, command_id, exc)
+            return self._reply(reply_topic, command_id, name, error=str(exc))
+        self.accepted += 1
+        log.info("MQTT command %s (id %s) done", name, command_id)
+        return self._reply(reply_topic, command_id, name, result=result)
+
+    def _reply(
+        self,
+        topic: str,
+        command_id: str | None,
+        name: str,
+        *,
+        error: str | None = None,
+        result: Any = None,
+    ) -> CommandReply:
+        body = {
+            "v": 1,
+            "id": command_id,
+            "cmd": name,
+            "ok": error is None,
+            "error": error,
+            "result": result,
+        }
+        return CommandReply(topic, _JSON.encode(body))
+
+    def _check_signature(self, name: str, command: _Command) -> None:
+        if self._key is None:
+            raise _Refused("commands are disabled: no platform public key is configured")
+        try:
+            signature = base64.b64decode(command.sig, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Refused("sig is not Base64") from None
+        data = command_payload(self.settings.station_id, name, command.id, command.ts, command.args)
+        if not self._key.verify(signature, data):
+            raise _Refused(
+                f"not signed by the platform's configured key (key id {self._key.fingerprint[:16]})"
+            )
+
+    def _check_fresh(self, command: _Command) -> None:
+        now = self._clock()
+        try:
+            issued = parse_iso_ts(command.ts)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+        max_age = self.settings.command_max_age_s
+        if abs(now - issued) > max_age:
+            raise _Refused(f"ts {command.ts} is more than {max_age:.0f} s from the gateway clock")
+        self._seen = {cid: t for cid, t in self._seen.items() if now - t <= 2 * max_age}
+        if command.id in self._seen:
+            raise _Refused(f"command id {command.id!r} was already used (replay)")
+        self._seen[command.id] = now
+
+    async def _execute(self, name: str, args: msgspec.Struct) -> Any:
+        ledger = self._ledger
+        if isinstance(args, _StatusArgs):
+            uplink = self.settings.uplink_name
+            return {
+                "uplink": self._uplink.stats.as_dict(),
+                "cursor": await ledger.cursor(uplink),
+                "backlog": await ledger.backlog(uplink),
+                "last_seq": ledger.last_seq,
+                "checkpoint": await ledger.checkpoint(),
+            }
+        if isinstance(args, _BmsQueryArgs):
+            limit = _bounded(args.limit)
+            records = await ledger.find("bms_process", session_id=args.session_id, limit=limit)
+            return {
+                "session_id": args.session_id,
+                "count": len(records),
+                "records": records,
+                "checkpoint": await ledger.checkpoint(),
+            }
+        assert isinstance(args, _ResendArgs)
+        if args.from_seq < 1 or args.from_seq > ledger.last_seq:
+            raise _Refused(f"from_seq {args.from_seq} outside 1..{ledger.last_seq}")
+        records = await asyncio.to_thread(
+            read_from, ledger.path, args.from_seq, _bounded(args.limit)
+        )
+        if records:
+            await self._uplink.publish_records(records)
+        return {
+            "from_seq": args.from_seq,
+            "to_seq": records[-1].seq if records else None,
+            "count": len(records),
+        }
+
+
+def _bounded(limit: int) -> int:
+    if not 1 <= limit <= MAX_RECORDS_PER_COMMAND:
+        raise _Refused(f"limit {limit} outside 1..{MAX_RECORDS_PER_COMMAND}")
+    return limit
