@@ -26,6 +26,7 @@ class Notifier:
         )
         self._sock: socket.socket | None = None
         self._failed = False
+        self._last_status: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -36,7 +37,11 @@ class Notifier:
             return
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # non-blocking: a notification that cannot be queued is dropped rather than
+                # ever stalling the event loop (the next watchdog ping follows shortly)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto("\n".join(fields).encode(), self._address)
             self._failed = False
         except OSError as exc:
@@ -45,13 +50,17 @@ class Notifier:
             self._failed = True
 
     def ready(self, status: str) -> None:
+        self._last_status = status
         self.notify("READY=1", f"STATUS={status}")
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")
 
     def status(self, status: str) -> None:
-        self.notify(f"STATUS={status}")
+        """Send ``STATUS=`` when it changed since the last one."""
+        if status != self._last_status:
+            self._last_status = status
+            self.notify(f"STATUS={status}")
 
     def stopping(self) -> None:
         self.notify("STOPPING=1", "STATUS=stopping")

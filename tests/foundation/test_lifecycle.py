@@ -130,6 +130,7 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
             text=True,
             timeout=30,
         )
+        assert as_json.returncode == 0, as_json.stderr
         snapshot = json.loads(as_json.stdout)
         assert snapshot["gateway_id"] == "gw-1"
         assert [c["connector_id"] for c in snapshot["connectors"]] == ["C1", "C2"]
