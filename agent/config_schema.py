@@ -116,6 +116,12 @@ class MeterSection(_Section, kw_only=True):
     offline_after_failures: Annotated[int, Meta(ge=1, le=100)] = 3
     rated_power_kw: Positive | None = None
     """Upper bound for plausibility checks; defaults to the connector's power."""
+    function: Literal[3, 4] | None = None
+    """Modbus function code for the measurements when the meter differs from its profile
+    (``evgw meter scan`` reports it)."""
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+    """Choices for the profile's disputed registers, as ``evgw meter scan`` settles them
+    (e.g. ``{ energy_block = "0x4000" }``)."""
 
 
 class CanBusSection(_Section, kw_only=True):

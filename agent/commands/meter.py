@@ -549,10 +549,10 @@ def _finding_text(args: argparse.Namespace, f: dict) -> str:
         lines.append(f'    parity = "{s.parity}"')
         lines.append(f"    stop_bits = {s.stopbits}")
     lines.append(f"    unit_id = {f['unit']}")
-    lines.append(
-        f"    # probe result: function = {best.function}"
-        + "".join(f', {k} = "{v}"' for k, v in best.options.items())
-    )
+    lines.append(f"    function = {best.function}")
+    if best.options:
+        pairs = ", ".join(f'{k} = "{v}"' for k, v in best.options.items())
+        lines.append(f"    options = {{ {pairs} }}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,6 @@ together, each naming the file, the key path, what was expected and what was fou
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import os
 import tomllib
@@ -652,13 +651,11 @@ class ProfileSet(Mapping[str, Profile]):
         return len(self._profiles)
 
 
-def load_profiles(source: str | os.PathLike[str] | Any | None = None) -> ProfileSet:
+def load_profiles(source: str | os.PathLike[str] | None = None) -> ProfileSet:
     """Load every ``*.toml`` profile in a directory (default: the built-in profiles), or one
     file. All problems of all files are reported together in one :class:`ProfileError`."""
-    root = builtin_profiles_dir() if source is None else source
-    if isinstance(root, str | os.PathLike):
-        root = Path(root)
-    if isinstance(root, Path) and root.is_file():
+    root = builtin_profiles_dir() if source is None else Path(source)
+    if root.is_file():
         prof = load_profile(root)
         return ProfileSet({prof.name: prof})
     if not root.is_dir():
@@ -675,11 +672,7 @@ def load_profiles(source: str | os.PathLike[str] | Any | None = None) -> Profile
         if not entry.name.endswith(".toml"):
             continue
         try:
-            if isinstance(entry, Path):
-                prof = load_profile(entry)
-            else:  # an importlib.resources Traversable inside an installed wheel
-                data = tomllib.loads(entry.read_text(encoding="utf-8"))
-                prof = parse_profile(data, entry.name.removesuffix(".toml"), str(entry))
+            prof = load_profile(entry)
         except ProfileError as exc:
             problems.extend(exc.problems)
             continue
@@ -692,9 +685,10 @@ def load_profiles(source: str | os.PathLike[str] | Any | None = None) -> Profile
     return ProfileSet(found)
 
 
-def builtin_profiles_dir() -> Any:
-    """``config/meters`` of a source checkout, else the installed ``agent.resources/meters``."""
-    checkout = Path(__file__).resolve().parents[2] / "config" / "meters"
-    if checkout.is_dir():
-        return checkout
-    return importlib.resources.files("agent.resources") / "meters"
+def builtin_profiles_dir() -> Path:
+    """The shipped profiles: ``config/meters`` of a source checkout, or the same folder
+    installed as ``agent/resources/meters`` beside this package in a wheel (a path lookup,
+    no import of ``agent``)."""
+    top = Path(__file__).resolve().parents[2]
+    checkout = top / "config" / "meters"
+    return checkout if checkout.is_dir() else top / "agent" / "resources" / "meters"
