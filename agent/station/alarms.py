@@ -52,6 +52,10 @@ class AlarmBook:
         a = self._active.get(code)
         return () if a is None else tuple(a.causes)
 
+    def raised_ts(self, code: int) -> float | None:
+        a = self._active.get(code)
+        return None if a is None else a.raised_ts
+
     def has_cause(self, cause: str) -> bool:
         return any(cause in a.causes for a in self._active.values())
 

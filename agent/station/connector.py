@@ -303,6 +303,11 @@ class ConnectorModel:
         self.reserved = reserved
         return self.update_status(ts)
 
+    def remote_stop(self, ts: float) -> list[Record]:
+        if self.session is not None:
+            self.session.remote_stop = True
+        return self.update_status(ts)
+
     def tick(self, ts: float) -> list[Record]:
         out: list[Record] = []
         p = self.pending
@@ -490,6 +495,8 @@ class ConnectorModel:
         s = self._session_for(ev)
         if s is not None and ev.csd is not None:
             s.csd = ev.csd
+        if s is not None and ev.soc_end_pct is not None:
+            s.soc_last_pct = ev.soc_end_pct  # the BMS's own figure (BSD) wins
         return []
 
     def _on_error(self, ev: ErrorReported) -> list[Record]:
@@ -574,6 +581,8 @@ class ConnectorModel:
             reason = codes.STOP_BMS
         else:
             reason = codes.stop_reason(bits, s.initiator, s.last_error_side)
+            if reason == codes.STOP_USER and s.remote_stop:
+                reason = codes.STOP_PLATFORM
         interrupted = s.end_reason in _INTERRUPTED
         meter_kwh = s.meter_energy_kwh()
         charger_kwh = None if s.csd is None else s.csd.output_energy_kwh
@@ -612,7 +621,7 @@ class ConnectorModel:
         )
         self.stats.add_stop_reason(self.connector_id, reason)
         out = [self._record("charge_order", end_ts, order)]
-        out += self._audit(ts, meter_kwh, charger_kwh, ccs_kwh)
+        out += self._audit(ts, s.start_ts, meter_kwh, charger_kwh, ccs_kwh)
         return out
 
     def _ocmf(self, s: Session, end_ts: float, reason: int, interrupted: bool) -> str | None:
@@ -642,7 +651,12 @@ class ConnectorModel:
         )
 
     def _audit(
-        self, ts: float, meter_kwh: float | None, charger_kwh: float | None, ccs_kwh: float | None
+        self,
+        ts: float,
+        session_start_ts: float,
+        meter_kwh: float | None,
+        charger_kwh: float | None,
+        ccs_kwh: float | None,
     ) -> list[Record]:
         out: list[Record] = []
         results = audit_energy(meter_kwh, charger_kwh, ccs_kwh, self.config.safety)
@@ -653,10 +667,14 @@ class ConnectorModel:
             else:
                 out += self.clear_alarm(ts, r.code, cause, r.message)
         if results and not any(r.mismatch for r in results):
-            for cause in ("meter.energy_decreased", "meter.energy_jump"):
-                out += self._alarm_records(
-                    self.alarms.clear_cause(ts, cause, "next order passed the energy audit")
-                )
+            # a meter anomaly clears with the first clean order of a session after it
+            for code, cause in (
+                (codes.METER_ENERGY_DECREASED, "meter.energy_decreased"),
+                (codes.METER_ENERGY_JUMP, "meter.energy_jump"),
+            ):
+                raised = self.alarms.raised_ts(code)
+                if raised is not None and raised < session_start_ts:
+                    out += self.clear_alarm(ts, code, cause, "a later order passed the audit")
         return out
 
     def close_interrupted(self, o: OpenSession, ts: float) -> list[Record]:

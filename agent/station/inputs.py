@@ -5,6 +5,8 @@
   how the model tells an idle DC connector (bus alive) from an offline one.
 * :class:`Reservation`: a reservation lock set or released (T/CEC status 4), e.g. by a
   platform command.
+* :class:`RemoteStop`: the platform asked to stop the running session (``query_stop_charge``);
+  when the charger then stops normally the order's StopReason is 1 (platform) instead of 0.
 """
 
 from __future__ import annotations
@@ -23,3 +25,9 @@ class Reservation:
     connector_id: str
     ts: float
     reserved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStop:
+    connector_id: str
+    ts: float

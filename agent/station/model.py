@@ -5,7 +5,7 @@ per configured connector plus station-wide meter sampling and statistics::
 
     model = StationModel(config, signer=OcmfSigner(key, gateway_id=..., software_version=...))
     records = model.startup(open_sessions, ts)   # identity + orders of interrupted sessions
-    records = model.feed(event)                  # GB/T tracker, meter, bus activity events
+    records = model.feed(event)                  # GB/T tracker, meter, bus activity, remote stop
     records = model.tick(ts)                     # heartbeats, offline, timeouts, statistics
     records = model.reload(new_config, ts)       # identity again when it changed
 
@@ -25,7 +25,7 @@ from agent.record_bodies import IdentityBody, MeterSampleBody, body_to_dict
 from agent.records import Record, iso_ts
 from agent.station.connector import ConnectorModel
 from agent.station.identity import identity_body
-from agent.station.inputs import BusActivity, Reservation
+from agent.station.inputs import BusActivity, RemoteStop, Reservation
 from agent.station.ocmf import OcmfSigner
 from agent.station.restart import OpenSession
 from agent.station.stats import StatsRoller
@@ -33,7 +33,7 @@ from drivers.gbt27930.events import BmsEvent
 from drivers.modbus.events import MeterAlarm, MeterAnomaly, MeterOffline, MeterOnline, MeterReading
 
 MeterInput = MeterReading | MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm
-StationInput = BmsEvent | MeterInput | BusActivity | Reservation
+StationInput = BmsEvent | MeterInput | BusActivity | Reservation | RemoteStop
 
 
 class StationModel:
@@ -122,7 +122,7 @@ class StationModel:
         if self._stats is None:
             self._build(self.config, event.ts)
         out = self._roll(event.ts)
-        if isinstance(event, BmsEvent | BusActivity | Reservation):
+        if isinstance(event, BmsEvent | BusActivity | Reservation | RemoteStop):
             c = self.connectors.get(event.connector_id)
             if c is None:
                 self.ignored[f"connector:{event.connector_id}"] += 1
@@ -131,6 +131,8 @@ class StationModel:
                 out += c.bus_activity(event.ts)
             elif isinstance(event, Reservation):
                 out += c.set_reserved(event.ts, event.reserved)
+            elif isinstance(event, RemoteStop):
+                out += c.remote_stop(event.ts)
             else:
                 out += c.feed_bms(event)
             return self._count(out)

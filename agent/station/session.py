@@ -59,6 +59,8 @@ class Session:
     cem: CEM | None = None
     last_error_side: str | None = None
     csd: CSD | None = None
+    remote_stop: bool = False
+    """The platform asked for this stop (StopReason 1 instead of 0)."""
     end_reason: str | None = None
     end_ts: float | None = None
     last_sample: ChargingSample | None = None
