@@ -90,7 +90,8 @@ class _Batch:
     bodies: dict[str, list[tuple[int, bytes]]] = field(
         default_factory=lambda: {k: [] for k in SPLIT_KINDS}
     )
-    waiters: list[Any] = field(default_factory=list)
+    waiters: list[tuple[int, Any]] = field(default_factory=list)
+    """``(seq, token)``: the token is handed back once ``seq`` is durable."""
     ops: list[tuple[Op, Any]] = field(default_factory=list)
     urgent: bool = False
     first_t: float = 0.0
@@ -129,6 +130,8 @@ class Writer:
         self._interval_s = commit_interval_s
         self._cp_interval_s = checkpoint_interval_s
         self._max_batch = max_batch
+        self._chunk = max_batch
+        """Rows per transaction: shrinks after a failed commit so a little space is enough."""
         self._cap = size_cap_bytes
         self._on_commit = on_commit
         self._on_health = on_health
@@ -161,7 +164,7 @@ class Writer:
                 split.append((row[0], row[6]))
                 batch.rows.append((*row[:6], b""))
             if waiter is not None:
-                batch.waiters.append(waiter)
+                batch.waiters.append((row[0], waiter))
                 if not batch.urgent:
                     batch.urgent = True
                     self._cond.notify()
@@ -252,7 +255,23 @@ class Writer:
         if self.durable_seq > self._last_cp_seq and self._fault is None:
             self._write_checkpoint()
 
+    def _split(self, batch: _Batch) -> _Batch:
+        """After a failed commit, write a smaller prefix first; requeue the rest in order."""
+        if len(batch.rows) <= self._chunk:
+            return batch
+        head = _Batch(rows=batch.rows[: self._chunk], urgent=True)
+        cut = head.rows[-1][0]
+        for kind, bodies in batch.bodies.items():
+            head.bodies[kind] = [b for b in bodies if b[0] <= cut]
+            batch.bodies[kind] = bodies[len(head.bodies[kind]) :]
+        head.waiters = [w for w in batch.waiters if w[0] <= cut]
+        batch.waiters = batch.waiters[len(head.waiters) :]
+        batch.rows = batch.rows[self._chunk :]
+        self._requeue(batch)
+        return head
+
     def _commit(self, batch: _Batch) -> None:
+        batch = self._split(batch)
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -266,8 +285,10 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             self._requeue(batch)
+            self._chunk = max(1, min(self._chunk, len(batch.rows)) // 4)
             self._failed(exc)
             return
+        self._chunk = min(self._max_batch, self._chunk * 2)
         if batch.rows:
             last = batch.rows[-1]
             self.durable_seq = last[0]
@@ -276,7 +297,7 @@ class Writer:
         self._on_commit(
             self.durable_seq,
             self.durable_hash,
-            batch.waiters,
+            [token for _seq, token in batch.waiters],
             list(zip((token for _op, token in batch.ops), results, strict=True)),
         )
 
