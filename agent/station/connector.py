@@ -314,7 +314,7 @@ class ConnectorModel:
         if p is not None and ts >= p.deadline_ts:
             out += self._finalize(ts)
         s = self.session
-        if s is not None and s.phase == Phase.CHARGING and not s.paused:
+        if self.has_can and s is not None and s.phase == Phase.CHARGING and not s.paused:
             out += self._bms_timeout(ts, s)
         if (
             self.session is not None

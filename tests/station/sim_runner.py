@@ -102,6 +102,7 @@ def run_sim(
     frames: list[Frame] | None = None,
     startup: bool = True,
     extra: list[RemoteStop] | None = None,
+    finish: bool = True,
 ) -> SimRun:
     """Feed everything in time order; ticks and bus activity once a second, meter polls at
     ``meter.poll_s``; ``extra`` inputs are fed at their time. Returns every record (and the
@@ -147,6 +148,8 @@ def run_sim(
             if isinstance(item, BmsEvent):
                 out += m.feed(item)
     end = frames[-1].ts
+    if not finish:  # the gateway "dies" here: nothing more is processed
+        return run
     for item in pipe.finish(end):
         if isinstance(item, BmsEvent):
             out += m.feed(item)
