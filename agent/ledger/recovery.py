@@ -26,7 +26,7 @@ import msgspec
 from agent.ledger.chain import GENESIS, checkpoint_payload, link_hash
 from agent.ledger.keys import PublicKey
 from agent.ledger.store import DATA_EXPR, create_schema, read_meta
-from agent.ledger.writer import insert_rows, make_row
+from agent.ledger.writer import Row, insert_rows, make_row
 from agent.records import Record, iso_ts
 
 TAIL_RECORDS: Final = 1000
@@ -155,7 +155,7 @@ def salvage(path: Path, *, gateway_id: str, station_id: str, reason: str) -> Rec
         old = None
     if old is not None:
         try:
-            meta = read_meta(old)
+            meta = dict(_try_all(old, "SELECT key, value FROM meta"))
             good, max_seen = _good_prefix(old)
             cursors = _try_all(old, "SELECT uplink, seq FROM cursors")
             parked = _try_all(old, "SELECT uplink, seq, reason, ts FROM parked")
@@ -208,6 +208,27 @@ def _try_all(conn: sqlite3.Connection, sql: str) -> list:  # type: ignore[type-a
         return []
 
 
+_ROWS_AFTER: Final = (
+    "SELECT r.seq, r.kind, r.session_id, r.connector_id, r.prev, r.hash, "
+    f"{DATA_EXPR} FROM records r WHERE r.seq > ? ORDER BY r.seq LIMIT ?"
+)
+
+
+def _rows_one_by_one(conn: sqlite3.Connection, after: int) -> list[Row]:
+    """The readable rows after ``after``, up to the first damaged one (a chunk failed)."""
+    rows: list[Row] = []
+    while len(rows) < _CHUNK:
+        try:
+            found = conn.execute(_ROWS_AFTER, (after, 1)).fetchall()
+        except sqlite3.DatabaseError:
+            break
+        if not found:
+            break
+        rows.extend(found)
+        after = found[0][0]
+    return rows
+
+
 def _good_prefix(
     conn: sqlite3.Connection,
 ) -> tuple[list[tuple[int, str, str | None, str | None, bytes, bytes, bytes | None]], int]:
@@ -220,13 +241,9 @@ def _good_prefix(
     after = -1
     while True:
         try:
-            chunk = conn.execute(
-                "SELECT r.seq, r.kind, r.session_id, r.connector_id, r.prev, r.hash, "
-                f"{DATA_EXPR} FROM records r WHERE r.seq > ? ORDER BY r.seq LIMIT ?",
-                (after, _CHUNK),
-            ).fetchall()
+            chunk = conn.execute(_ROWS_AFTER, (after, _CHUNK)).fetchall()
         except sqlite3.DatabaseError:
-            return good, max_seen
+            chunk = _rows_one_by_one(conn, after)
         if not chunk:
             return good, max_seen
         for row in chunk:
