@@ -30,6 +30,7 @@ import msgspec
 
 from agent.config_schema import Config, MeterSection
 from agent.errors import UserError
+from drivers.modbus.profile import builtin_profiles_dir
 
 DEFAULT_CONFIG_PATH = Path("/etc/evgw/evgw.toml")
 CONFIG_ENV = "EVGW_CONFIG"
@@ -266,12 +267,25 @@ def cross_check(config: Config) -> list[str]:
     return problems
 
 
+def shipped_profile_names() -> list[str]:
+    """Names of the meter profiles evgw ships (``evgw meter profiles`` lists them)."""
+    return sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))
+
+
 def _check_meters(meters: list[MeterSection], connectors: dict[str, Any]) -> list[str]:
     problems: list[str] = []
+    profiles = shipped_profile_names()
     lines: dict[str, list[tuple[int, MeterSection]]] = {}
     mains = 0
     for i, m in enumerate(meters):
         where = f"meters[{i}]"
+        if m.profile not in profiles:
+            hint = difflib.get_close_matches(m.profile, profiles, n=1, cutoff=0.5)
+            suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+            problems.append(
+                f"{where}.profile: no meter profile {m.profile!r} ({suggestion}known: "
+                f"{', '.join(profiles)})"
+            )
         if m.role == "station_main":
             mains += 1
             if m.connector_id is not None:

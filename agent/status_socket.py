@@ -80,4 +80,12 @@ def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    return msgspec.json.decode(b"".join(chunks))
+    try:
+        reply = msgspec.json.decode(b"".join(chunks))
+    except msgspec.DecodeError:
+        raise ValueError(
+            f"the service at {path} answered nothing usable: see its log (journalctl -u evgw)"
+        ) from None
+    if not isinstance(reply, dict):
+        raise ValueError(f"the service at {path} answered {reply!r}, not a status object")
+    return reply

@@ -9,6 +9,7 @@ the ledger stays open throughout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,12 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.checks import clock_synchronised
 from agent.config import Secrets
 from agent.config_schema import Config
+from agent.devices import Devices
 from agent.ledger import GatewayKey, Ledger
 from agent.record_bodies import EventBody, body_to_dict
 from agent.records import Record, iso_ts
+from agent.station.model import StationModel
+from agent.station.ocmf import OcmfSigner
+from agent.station.writer import StationWriter
 from agent.version import VERSION
+from agent.views import connector_rows
 
 log = logging.getLogger("evgw.wiring")
 
@@ -53,10 +60,15 @@ def _on_ledger_health(health: str, message: str) -> None:
 
 @dataclass(slots=True)
 class Runtime:
+    """Long-lived: the key, the ledger, the station model and its writer (they survive a
+    reload). Rebuilt on reload: the devices and the uplinks, i.e. the components."""
+
     config: Config
     secrets: Secrets
     key: GatewayKey
     ledger: Ledger
+    writer: StationWriter
+    devices: Devices
     components: list[Component] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -74,12 +86,9 @@ class Runtime:
 
     def snapshot(self) -> dict[str, Any]:
         """This runtime's part of the status snapshot."""
-        c = self.config
         return {
-            "connectors": [
-                {"connector_id": cid, "equipment_id": e.equipment_id, "type": conn.connector_type}
-                for cid, (e, conn) in c.connectors().items()
-            ],
+            "connectors": connector_rows(self.writer.model),
+            **self.devices.snapshot(),
             "ledger": {
                 "path": str(self.ledger.path),
                 "last_seq": self.ledger.last_seq,
@@ -96,16 +105,26 @@ class Runtime:
                 config.ledger.path,
                 self.ledger.path,
             )
-        runtime = Runtime(config=config, secrets=secrets, key=self.key, ledger=self.ledger)
-        runtime.components = build_components(runtime)
         await self.ledger.append(
             lifecycle_event(config, "config_reloaded", "configuration reloaded", version=VERSION)
         )
+        for record in self.writer.model.reload(config, time.time()):
+            self.ledger.append_nowait(record)
+        runtime = Runtime(
+            config=config,
+            secrets=secrets,
+            key=self.key,
+            ledger=self.ledger,
+            writer=self.writer,
+            devices=Devices.build(config, self.writer.queue),
+        )
+        runtime.components = build_components(runtime)
         return runtime
 
     async def close(self) -> None:
-        """Record the stop, flush and close the ledger."""
+        """Write what the station model still holds, record the stop, close the ledger."""
         try:
+            await self.writer.stop()
             await self.ledger.append(
                 lifecycle_event(self.config, "gateway_stopped", "gateway stopped", version=VERSION)
             )
@@ -114,8 +133,18 @@ class Runtime:
 
 
 def build_components(runtime: Runtime) -> list[Component]:
-    """The supervised parts for this config (drivers, station model, uplinks)."""
-    return []
+    """The supervised parts for this config: the station writer, the drivers, the uplinks."""
+    devices = runtime.devices
+    components = [Component("station", runtime.writer.run)]
+    components += [
+        Component(f"can-{listener.spec.connector_id}", listener.run)
+        for listener in devices.listeners
+    ]
+    if devices.listeners:
+        components.append(Component("can-activity", devices.run_bus_activity))
+    if devices.pollers:
+        components.append(Component("meters", devices.run_meter_polls))
+    return components
 
 
 async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
@@ -129,8 +158,6 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         station_id=config.station.station_id,
         on_health=_on_ledger_health,
     )
-    runtime = Runtime(config=config, secrets=secrets, key=key, ledger=ledger)
-    runtime.components = build_components(runtime)
     await ledger.append(
         lifecycle_event(
             config,
@@ -140,5 +167,23 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
             last_seq_before_start=ledger.last_seq,
         )
     )
+    signer = OcmfSigner(
+        key,
+        gateway_id=config.gateway.gateway_id,
+        software_version=VERSION,
+        time_sync="S" if clock_synchronised() else "U",
+    )
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
+    writer = StationWriter(StationModel(config, signer=signer), ledger, queue=queue)
+    await writer.start()
+    runtime = Runtime(
+        config=config,
+        secrets=secrets,
+        key=key,
+        ledger=ledger,
+        writer=writer,
+        devices=Devices.build(config, queue),
+    )
+    runtime.components = build_components(runtime)
     log.info(runtime.summary())
     return runtime

@@ -53,6 +53,8 @@ def _status(args: argparse.Namespace) -> int:
         raise UserError(f"permission denied on {path}: run as root or as the evgw user") from None
     except (ConnectionRefusedError, TimeoutError) as exc:
         raise UserError(f"the service did not answer on {path} ({exc})") from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps(snapshot, indent=2, ensure_ascii=False))
     else:

@@ -44,7 +44,7 @@ power_kw = 120.0
 
 [[meters]]
 meter_id = "m1"
-profile = "acrel_djsf1352"
+profile = "djsf1352"
 transport = "rtu"
 port = "/dev/ttyUSB0"
 unit_id = 1
@@ -52,7 +52,7 @@ connector_id = "C1"
 
 [[meters]]
 meter_id = "m2"
-profile = "acrel_djsf1352"
+profile = "djsf1352"
 transport = "rtu"
 port = "/dev/ttyUSB0"
 unit_id = 2

@@ -133,7 +133,9 @@ def test_lifecycle_ready_watchdog_reload_stop(tmp_path: Path, systemd: FakeSyste
         assert as_json.returncode == 0, as_json.stderr
         snapshot = json.loads(as_json.stdout)
         assert snapshot["gateway_id"] == "gw-1"
-        assert [c["connector_id"] for c in snapshot["connectors"]] == ["C1", "C2"]
+        assert [c["connector"] for c in snapshot["connectors"]] == ["C1", "C2"]
+        assert snapshot["can_buses"]["C1"]["state"] in ("open", "down")
+        assert set(snapshot["meters"]) == {"m1", "m2"}
 
         # a broken config on SIGHUP: rejected, logged, the service keeps running
         config.write_text(good.replace("unit_id = 2\n", "unit_id = 999\n"))

@@ -1,0 +1,200 @@
+"""Config → driver objects, and the supervised tasks that run them.
+
+* every ``[[can_buses]]`` entry becomes a listen-only :class:`~drivers.gbt27930.bus.CanListener`
+  whose tracker events go to the station queue;
+* ``[[meters]]`` are grouped by line (one RS-485 port, or one TCP endpoint) into
+  :class:`~drivers.modbus.poller.LinePoller`\\ s; an ``apscheduler`` job per meter polls it at its
+  ``poll_interval_s`` (jobs of one line share the poller's lock, so the line stays half-duplex);
+* a small monitor turns "frames were seen on this bus" into
+  :class:`~agent.station.inputs.BusActivity` once a second, which is how the station model tells
+  an idle DC connector from an offline one.
+
+Drivers know nothing of records or the ledger: everything they produce lands on one
+``asyncio.Queue`` that the station writer consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from agent.config_schema import Config, MeterSection
+from agent.station.inputs import BusActivity
+from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
+from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging
+from drivers.modbus.poller import LinePoller, MeterSpec
+from drivers.modbus.profile import ProfileSet, load_profiles
+
+log = logging.getLogger("evgw.devices")
+
+LineSpec = SerialLineSpec | TcpLineSpec
+
+
+def line_of(meter: MeterSection) -> LineSpec:
+    if meter.transport == "rtu":
+        assert meter.port is not None  # the config cross-check guarantees it
+        return SerialLineSpec(
+            port=meter.port,
+            baud=meter.baud,
+            parity=meter.parity,
+            stopbits=meter.stop_bits,
+            timeout_s=meter.timeout_s,
+        )
+    assert meter.host is not None
+    return TcpLineSpec(
+        host=meter.host,
+        port=meter.tcp_port,
+        timeout_s=meter.timeout_s,
+        rtu_framing=meter.transport == "rtu_over_tcp",
+    )
+
+
+def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
+    rated_kw = meter.rated_power_kw
+    if rated_kw is None and meter.connector_id is not None:
+        rated_kw = config.connectors()[meter.connector_id][1].power_kw
+    return MeterSpec(
+        meter_id=meter.meter_id,
+        unit_id=meter.unit_id,
+        profile=meter.profile,
+        rated_power_w=rated_kw * 1000 if rated_kw is not None else None,
+        poll_interval_s=meter.poll_interval_s,
+        timeout_s=meter.timeout_s,
+        retries=meter.retries,
+        offline_after=meter.offline_after_failures,
+        function=meter.function,
+        options=dict(meter.options),
+    )
+
+
+def build_pollers(
+    config: Config, profiles: ProfileSet, sink: asyncio.Queue[Any]
+) -> list[LinePoller]:
+    lines: dict[LineSpec, list[MeterSection]] = {}
+    for meter in config.meters:
+        lines.setdefault(line_of(meter), []).append(meter)
+    return [
+        LinePoller(line, [meter_spec(m, config) for m in meters], profiles, sink)
+        for line, meters in lines.items()
+    ]
+
+
+def bus_spec(config: Config, index: int) -> BusSpec:
+    bus = config.can_buses[index]
+    return BusSpec(
+        bus.interface,
+        bus.channel,
+        bitrate=bus.bitrate,
+        connector_id=bus.connector_id,
+        listen_only=bus.listen_only,
+    )
+
+
+@dataclass(slots=True)
+class Devices:
+    """The station's drivers for one config: CAN listeners, meter pollers, their schedule."""
+
+    config: Config
+    queue: asyncio.Queue[Any]
+    clock: Callable[[], float] = time.time
+    listeners: list[CanListener] = field(default_factory=list)
+    pollers: list[LinePoller] = field(default_factory=list)
+    bus_states: dict[str, BusStateChanged] = field(default_factory=dict)
+    _seen_frames: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: Config, queue: asyncio.Queue[Any]) -> Devices:
+        profiles = load_profiles() if config.meters else ProfileSet({})
+        quiet_library_logging()
+        devices = cls(config=config, queue=queue)
+        devices.listeners = [
+            CanListener(bus_spec(config, i), devices._from_bus)
+            for i in range(len(config.can_buses))
+        ]
+        devices.pollers = build_pollers(config, profiles, queue)
+        return devices
+
+    async def _from_bus(self, item: Any) -> None:
+        if isinstance(item, BusStateChanged):
+            previous = self.bus_states.get(item.connector_id)
+            if previous is None or previous.state != item.state:  # log changes, not repeats
+                level = logging.WARNING if item.state == "down" else logging.INFO
+                log.log(level, "CAN bus of %s %s: %s", item.connector_id, item.state, item.detail)
+            self.bus_states[item.connector_id] = item
+            return
+        await self.queue.put(item)
+
+    async def run_bus_activity(self) -> None:
+        """Once a second: a BusActivity for each bus that carried frames since the last look."""
+        while True:
+            now = self.clock()
+            for listener in self.listeners:
+                cid = listener.spec.connector_id
+                total = listener.pipeline.counts.total
+                if total != self._seen_frames.get(cid, 0):
+                    self._seen_frames[cid] = total
+                    await self.queue.put(BusActivity(connector_id=cid, ts=now))
+            await asyncio.sleep(1.0)
+
+    async def run_meter_polls(self) -> None:
+        """Poll every meter at its interval until cancelled; close the lines at the end."""
+        scheduler = AsyncIOScheduler()
+        for poller in self.pollers:
+            for meter_id in poller.meter_ids:
+                meter = next(m for m in self.config.meters if m.meter_id == meter_id)
+                scheduler.add_job(
+                    self._poll,
+                    "interval",
+                    args=(poller, meter_id),
+                    seconds=meter.poll_interval_s,
+                    next_run_time=datetime.datetime.now(datetime.UTC),
+                    id=f"poll-{meter_id}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=None,
+                )
+        scheduler.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            for poller in self.pollers:
+                poller.close()
+
+    async def _poll(self, poller: LinePoller, meter_id: str) -> None:
+        try:
+            await poller.poll(meter_id, self.clock())
+        except Exception:  # a driver bug must not kill the schedule: log it, next poll retries
+            log.exception("polling meter %s failed", meter_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        meters = {}
+        for poller in self.pollers:
+            for meter_id in poller.meter_ids:
+                h = poller.health(meter_id)
+                meters[meter_id] = {
+                    "online": h.online,
+                    "failures": h.failures,
+                    "last_error": h.last_error,
+                }
+        buses = {}
+        for listener in self.listeners:
+            cid = listener.spec.connector_id
+            state = self.bus_states.get(cid)
+            counts = listener.pipeline.counts
+            buses[cid] = {
+                "state": state.state if state else "starting",
+                "frames": counts.total,
+                "anomalies": {
+                    layer: sum(kinds.values())
+                    for layer, kinds in listener.pipeline.anomalies().items()
+                },
+            }
+        return {"meters": meters, "can_buses": buses}

@@ -1,0 +1,33 @@
+"""Read-only views of the live station for people: `evgw status` and the demo's screen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.station.connector import ConnectorModel
+from agent.station.model import StationModel
+
+STATUS_NAMES = {0: "offline", 1: "idle", 2: "occupied", 3: "charging", 4: "reserved", 255: "fault"}
+
+
+def connector_row(cm: ConnectorModel) -> dict[str, Any]:
+    """One connector: T/CEC status, GB/T phase, SOC, power, meter energy, active alarms."""
+    s = cm.session
+    reading = cm.reading
+    power_w = reading.power_w if reading is not None else None
+    if power_w is None and s is not None and s.ccs_seen:
+        power_w = s.last_ccs_power_kw * 1000
+    return {
+        "connector": cm.connector_id,
+        "status": STATUS_NAMES.get(cm.status, "-") if cm.status is not None else "-",
+        "phase": s.phase if s is not None else None,
+        "soc_pct": s.soc_last_pct if s is not None else None,
+        "power_kw": round(power_w / 1000, 1) if power_w is not None else None,
+        "energy_kwh": round(cm.last_energy_kwh, 2) if cm.last_energy_kwh is not None else None,
+        "session": s.session_id if s is not None else None,
+        "alarms": cm.alarms.active_codes(),
+    }
+
+
+def connector_rows(model: StationModel) -> list[dict[str, Any]]:
+    return [connector_row(cm) for cm in model.connectors.values()]
