@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import logging
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, TextIO
 
-from agent.ledger import GatewayKey
 from agent.logs import setup_logging
-from agent.resources import read_resource
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,55 +22,128 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run the gateway on an embedded simulated station",
         description=(
-            "Run the gateway service on the simulated station of config/demo.toml, with its "
-            "state (ledger, key) in a temporary folder removed at exit unless --state-dir is given."
+            "Run the real gateway service on a simulated station: two DC connectors whose "
+            "charging sessions (some with faults) play on virtual CAN buses, one AC connector, "
+            "and Modbus TCP meters on loopback. A live view shows the connectors; at the end a "
+            "report shows the records, the verified chain and each order's energy audit."
         ),
     )
     parser.add_argument(
         "--duration",
         type=float,
-        default=30.0,
-        help="stop after S seconds (default 30; 0 = until Ctrl-C)",
+        default=90.0,
+        help="stop after S seconds (default 90; 0 = until Ctrl-C)",
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=None, help="keep the ledger and key in DIR for inspection"
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep the ledger, key and config in DIR (default: a temporary folder)",
+    )
+    parser.add_argument("--report-json", type=Path, help="also write the final report to PATH")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no live view, only warnings and the final report"
     )
     parser.set_defaults(func=_demo)
 
 
-def write_demo_config(state_dir: Path) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    text = read_resource("demo.toml").replace("@STATE_DIR@", str(state_dir.resolve()))
-    path = state_dir / "evgw.toml"
-    path.write_text(text, "utf-8")
-    key = state_dir / "gateway.key"
-    if not key.exists():
-        GatewayKey.generate().save(key)
-    return path
+def _cell(value: Any) -> str:
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
 
 
-async def _run_for(config_path: Path, duration_s: float) -> int:
+def render_live(snapshot: dict[str, Any], elapsed_s: float) -> str:
+    rows = [["connector", "status", "phase", "SOC %", "power kW", "energy kWh", "alarms"]]
+    for c in snapshot.get("connectors", []):
+        rows.append(
+            [
+                _cell(c.get(k))
+                for k in (
+                    "connector",
+                    "status",
+                    "phase",
+                    "soc_pct",
+                    "power_kw",
+                    "energy_kwh",
+                    "alarms",
+                )
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"evgw demo — station {snapshot.get('station_id')} — {elapsed_s:.0f} s   (Ctrl-C stops)",
+        "",
+    ]
+    lines += [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
+    ]
+    ledger = snapshot.get("ledger", {})
+    lines += ["", f"  ledger: {ledger.get('last_seq')} records, {ledger.get('health')}"]
+    for name, u in snapshot.get("uplinks", {}).items():
+        lines.append(
+            f"  uplink {name}: delivered {u.get('acked')}, backlog {u.get('backlog')}, "
+            f"errors {u.get('errors')}, last error {u.get('last_error') or '-'}"
+        )
+    return "\n".join(lines)
+
+
+async def _live_view(service: Any, out: TextIO, tty: bool) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        await asyncio.sleep(1.0 if tty else 10.0)
+        if service.runtime is None:
+            continue
+        text = render_live(service.snapshot(), loop.time() - started)
+        out.write(("\x1b[H\x1b[2J" + text + "\n") if tty else (text + "\n\n"))
+        out.flush()
+
+
+async def run_demo(state_dir: Path, duration_s: float, live: bool) -> int:
+    from agent.demo import DemoStation, write_demo_config
     from agent.service import Service
 
+    station = DemoStation()
+    port = await station.start_meters()
+    config_path = write_demo_config(state_dir, port)
     service = Service(config_path)
-    task = asyncio.create_task(service.run())
-    if duration_s > 0:
-        done, _ = await asyncio.wait({task}, timeout=duration_s)
-        if not done:
-            signal.raise_signal(signal.SIGTERM)
-    return await task
+    task = asyncio.create_task(service.run(), name="service")
+    station.start_sessions()
+    view = (
+        asyncio.create_task(_live_view(service, sys.stdout, sys.stdout.isatty())) if live else None
+    )
+    try:
+        if duration_s > 0:
+            done, _ = await asyncio.wait({task}, timeout=duration_s)
+            if not done:
+                signal.raise_signal(signal.SIGTERM)  # the service's own clean stop
+        return await task
+    finally:
+        if view is not None:
+            view.cancel()
+        await station.stop()
 
 
 def _demo(args: argparse.Namespace) -> int:
-    setup_logging("info")
+    from agent.demo_report import build_report, render_report
+
+    setup_logging("warning" if args.quiet or sys.stdout.isatty() else "info")
     keep = args.state_dir is not None
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="evgw-demo-"))
     try:
-        config_path = write_demo_config(state_dir)
-        print(f"evgw demo: station of {config_path}; state in {state_dir}", file=sys.stderr)
+        print(f"evgw demo: state in {state_dir}", file=sys.stderr)
+        rc = 130
         with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(_run_for(config_path, args.duration))
-        return 0
+            rc = asyncio.run(run_demo(state_dir, args.duration, live=not args.quiet))
+        logging.shutdown()
+        report = build_report(state_dir / "ledger.db", state_dir / "gateway.key")
+        print(render_report(report))
+        if args.report_json:
+            args.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        return rc if report["chain_verified"] else 1
     finally:
         if not keep:
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,114 @@
+"""The end-of-run report of ``evgw demo``: what the ledger holds and whether it verifies.
+
+Built from the ledger file after the service closed it: records by kind, per-uplink cursor
+and backlog, the whole chain exported and verified against the gateway's public key, and
+each charging order with its energy audit (meter vs charger vs the CCS integral).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from agent.ledger import GatewayKey
+from agent.ledger.export import export_lines, open_for_reading
+from agent.ledger.stats import ledger_stats
+from agent.ledger.verify import verify_lines
+from agent.station.codes import AUDIT_TYPE
+
+ORDER_FIELDS = (
+    "connector_id",
+    "session_id",
+    "vin",
+    "energy_kwh",
+    "charger_energy_kwh",
+    "ccs_energy_kwh",
+    "stop_reason",
+    "soc_start_pct",
+    "soc_end_pct",
+)
+
+
+def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
+    key = GatewayKey.load(key_path)
+    conn = open_for_reading(ledger_path)
+    try:
+        stats = ledger_stats(conn, ledger_path)
+        lines = list(export_lines(conn))
+    finally:
+        conn.close()
+    verification = verify_lines(lines, [key.public])
+    kinds: Counter[str] = Counter()
+    orders: list[dict[str, Any]] = []
+    alarms: Counter[str] = Counter()
+    last_order: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        item = msgspec.json.decode(line)
+        if "kind" not in item:
+            continue
+        kinds[item["kind"]] += 1
+        body = item["body"]
+        connector = item.get("connector_id")
+        if item["kind"] == "charge_order":
+            order = {"connector_id": connector, **body, "audit_codes": []}
+            orders.append(order)
+            last_order[connector] = order
+        elif item["kind"] == "alarm" and body.get("status") == "raised":
+            alarms[str(body.get("code"))] += 1
+            # the station model writes an order's audit alarms right after the order
+            if body.get("type") == AUDIT_TYPE and connector in last_order:
+                last_order[connector]["audit_codes"].append(body["code"])
+    return {
+        "records_by_kind": dict(sorted(kinds.items())),
+        "records": sum(kinds.values()),
+        "ledger": {k: v for k, v in stats.items() if k != "kinds"},
+        "chain_verified": verification.ok,
+        "chain_problems": [str(p) for p in verification.problems[:10]],
+        "signed_upto_seq": verification.signed_upto,
+        "alarms_raised_by_code": dict(sorted(alarms.items())),
+        "orders": [
+            {
+                **{k: order.get(k) for k in ORDER_FIELDS},
+                "audit": "mismatch " + ",".join(map(str, order["audit_codes"]))
+                if order["audit_codes"]
+                else "ok",
+                "ocmf_signed": bool(order.get("ocmf")),
+            }
+            for order in orders
+        ],
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [
+        "evgw demo report",
+        f"  records: {report['records']} "
+        + "("
+        + ", ".join(f"{k} {v}" for k, v in report["records_by_kind"].items())
+        + ")",
+        f"  chain: {'verified' if report['chain_verified'] else 'BROKEN'}, signed up to seq "
+        f"{report['signed_upto_seq']}",
+    ]
+    lines += [f"    {p}" for p in report["chain_problems"]]
+    for u in report["ledger"].get("uplinks", []):
+        lines.append(
+            f"  uplink {u['uplink']}: delivered up to seq {u['cursor']}, backlog {u['backlog']}, "
+            f"parked {u['parked']}"
+        )
+    if report["alarms_raised_by_code"]:
+        lines.append(
+            "  alarms raised: "
+            + ", ".join(f"{code} ×{n}" for code, n in report["alarms_raised_by_code"].items())
+        )
+    lines.append(f"  orders: {len(report['orders'])}")
+    for o in report["orders"]:
+        lines.append(
+            f"    {o['connector_id']} {o['session_id']}: {o['energy_kwh']} kWh metered, "
+            f"charger {o['charger_energy_kwh']}, CCS {o['ccs_energy_kwh']}, stop reason "
+            f"{o['stop_reason']}, SOC {o['soc_start_pct']}→{o['soc_end_pct']}, audit {o['audit']}"
+            f"{', OCMF signed' if o['ocmf_signed'] else ''}"
+        )
+    return "\n".join(lines)
