@@ -1,0 +1,89 @@
+"""scripts/install.sh into a staging root: what it installs, that the unit verifies, uninstall."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+INSTALL = REPO / "scripts" / "install.sh"
+
+
+def run_install(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(INSTALL), *args, "--python", sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the installer chowns files: needs root")
+def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
+    if shutil.which("systemd-sysusers") is None or shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd tools are not installed")
+    root = tmp_path / "root"
+    result = run_install("--root", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    evgw = root / "opt/evgw/venv/bin/evgw"
+    assert evgw.exists()
+    passwd = (root / "etc/passwd").read_text()
+    evgw_user = next(line for line in passwd.splitlines() if line.startswith("evgw:"))
+    uid, gid = int(evgw_user.split(":")[2]), int(evgw_user.split(":")[3])
+    assert "dialout" in (root / "etc/group").read_text()
+    unit = root / "etc/systemd/system/evgw.service"
+    assert unit.read_text() == (REPO / "systemd/evgw.service").read_text()
+    assert (root / "etc/systemd/system/multi-user.target.wants/evgw.service").is_symlink()
+    assert (root / "usr/lib/sysusers.d/evgw.conf").exists()
+
+    config = root / "etc/evgw/evgw.toml"
+    secrets = root / "etc/evgw/secrets.toml"
+    key = root / "var/lib/evgw/gateway.key"
+    assert config.read_text() == (REPO / "config/evgw.example.toml").read_text()
+    for private in (secrets, key):
+        st = private.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o600 and (st.st_uid, st.st_gid) == (uid, gid), private
+    assert stat.S_IMODE((root / "var/lib/evgw").stat().st_mode) == 0o700
+
+    # the installed program works from its own venv, shipped data included (profiles, example)
+    check = subprocess.run(
+        [str(evgw), "config", "check", str(config)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    profiles = subprocess.run([str(evgw), "meter", "profiles"], capture_output=True, text=True)
+    assert profiles.returncode == 0 and "djsf1352" in profiles.stdout, profiles.stderr
+
+    # systemd-analyze verify on the installed unit, its paths resolved inside the staging root
+    staged = tmp_path / "evgw.service"
+    staged.write_text(unit.read_text().replace("/opt/evgw/", f"{root}/opt/evgw/"))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(staged)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stderr
+
+    # a second install keeps the technician's config and the key
+    config.write_text(config.read_text().replace("Futian Example Station", "Edited Station"))
+    key_before = key.read_bytes()
+    again = run_install("--root", str(root))
+    assert again.returncode == 0, again.stderr
+    assert "Edited Station" in config.read_text() and key.read_bytes() == key_before
+
+    gone = run_install("--uninstall", "--root", str(root))
+    assert gone.returncode == 0, gone.stderr
+    assert not (root / "opt/evgw").exists() and not unit.exists()
+    assert not (root / "etc/systemd/system/multi-user.target.wants/evgw.service").exists()
+    assert config.exists() and key.exists(), "uninstall keeps configuration and data"
+
+
+def test_install_rejects_unknown_option() -> None:
+    result = subprocess.run(["bash", str(INSTALL), "--bogus"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "unknown option: --bogus" in result.stderr
