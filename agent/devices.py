@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,8 @@ class Devices:
     listeners: list[CanListener] = field(default_factory=list)
     pollers: list[LinePoller] = field(default_factory=list)
     bus_states: dict[str, BusStateChanged] = field(default_factory=dict)
+    poll_counts: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per meter: polls that read (``ok``), failed, or were skipped while backing off."""
     _seen_frames: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -169,10 +172,17 @@ class Devices:
                 poller.close()
 
     async def _poll(self, poller: LinePoller, meter_id: str) -> None:
+        ts = self.clock()
+        counts = self.poll_counts.setdefault(meter_id, Counter())
+        if not poller.health(meter_id).due(ts):
+            counts["skipped"] += 1
+            return
         try:
-            await poller.poll(meter_id, self.clock())
+            reading = await poller.poll(meter_id, ts)
         except Exception:  # a driver bug must not kill the schedule: log it, next poll retries
             log.exception("polling meter %s failed", meter_id)
+            reading = None
+        counts["ok" if reading is not None else "failed"] += 1
 
     def snapshot(self) -> dict[str, Any]:
         meters = {}

@@ -20,6 +20,7 @@ from typing import Any
 from agent.config import ConfigError, Secrets, load_config, load_secrets
 from agent.config_schema import Config
 from agent.logs import register_secrets
+from agent.metrics import start_metrics_server
 from agent.status_socket import StatusServer, socket_path
 from agent.supervisor import Supervisor
 from agent.systemd_notify import Notifier
@@ -43,6 +44,7 @@ class Service:
         self._reload = asyncio.Event()
         self._started_monotonic = time.monotonic()
         self.status_server: StatusServer | None = None
+        self.metrics_server: Any = None
 
     def _load(self) -> tuple[Config, Secrets]:
         config = load_config(self.config_path)
@@ -92,6 +94,15 @@ class Service:
         except OSError as exc:  # status is a convenience: never a reason not to run
             log.warning("status socket unavailable (%s): evgw status will not answer", exc)
             self.status_server = None
+        if self.config.metrics.enabled:
+            try:
+                self.metrics_server, _ = start_metrics_server(
+                    self.config.metrics.port, lambda: self.runtime
+                )
+            except OSError as exc:
+                log.warning(
+                    "metrics endpoint on port %d unavailable: %s", self.config.metrics.port, exc
+                )
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         log.info(
             "started: gateway %s, station %s, config %s",
@@ -146,6 +157,8 @@ class Service:
     async def _shutdown(self) -> None:
         if self.status_server is not None:
             await self.status_server.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
         if self.runtime is not None:
             try:

@@ -22,6 +22,7 @@ from agent.config import Secrets
 from agent.config_schema import Config
 from agent.devices import Devices
 from agent.ledger import GatewayKey, Ledger
+from agent.metrics import CountingLedger
 from agent.record_bodies import EventBody, body_to_dict
 from agent.records import Record, iso_ts
 from agent.station.model import StationModel
@@ -68,8 +69,13 @@ class Runtime:
     key: GatewayKey
     ledger: Ledger
     writer: StationWriter
+    counting_ledger: CountingLedger
     devices: Devices
     components: list[Component] = field(default_factory=list)
+
+    def uplink_stats(self) -> dict[str, dict[str, Any]]:
+        """Each uplink's counters (sent, acked, retries, backlog, last_error)."""
+        return {}
 
     def summary(self) -> str:
         c = self.config
@@ -116,6 +122,7 @@ class Runtime:
             key=self.key,
             ledger=self.ledger,
             writer=self.writer,
+            counting_ledger=self.counting_ledger,
             devices=Devices.build(config, self.writer.queue),
         )
         runtime.components = build_components(runtime)
@@ -174,7 +181,8 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         time_sync="S" if clock_synchronised() else "U",
     )
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
-    writer = StationWriter(StationModel(config, signer=signer), ledger, queue=queue)
+    counting = CountingLedger(ledger)
+    writer = StationWriter(StationModel(config, signer=signer), counting, queue=queue)
     await writer.start()
     runtime = Runtime(
         config=config,
@@ -182,6 +190,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         key=key,
         ledger=ledger,
         writer=writer,
+        counting_ledger=counting,
         devices=Devices.build(config, queue),
     )
     runtime.components = build_components(runtime)
