@@ -209,6 +209,7 @@ def test_sigkill_50_times_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_300_times_loses_nothing_acknowledged(tmp_path: Path) -> None:
     state = crash_cycles(tmp_path, kills=300, seed=random.randrange(1 << 30))
     final_full_verify(tmp_path, state)
