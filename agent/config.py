@@ -262,6 +262,12 @@ def cross_check(config: Config) -> list[str]:
     if cec is not None and cec.enabled:
         if (cec.cert_file is None) != (cec.key_file is None):
             problems.append("uplinks.cec: cert_file and key_file must be given together")
+        for i, e in enumerate(config.equipment):
+            if len(e.manufacturer_id) != 9:
+                problems.append(
+                    f"equipment[{i}].manufacturer_id: the city platform requires the "
+                    f"manufacturer's 9-character organisation code, found {e.manufacturer_id!r}"
+                )
         if _duplicates(cec.interfaces):
             problems.append(f"uplinks.cec.interfaces: listed twice: {_duplicates(cec.interfaces)}")
     return problems

@@ -18,6 +18,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
+import shutil
+import socket
+import string
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ import can
 
 from agent.ledger import GatewayKey
 from agent.resources import read_resource
+from agent.uplink.cec_codec import CecSecrets
 from drivers.modbus.profile import load_profiles
 from sim.charging import (
     ChargerProfile,
@@ -39,6 +45,7 @@ from sim.charging import (
     play,
 )
 from sim.meter import MeterSimServer, SimMeter
+from sim.platform import PlatformServer, PlatformSettings
 
 log = logging.getLogger("evgw.demo")
 
@@ -67,20 +74,90 @@ FAULTS: tuple[tuple[Fault, ...], ...] = (
 )
 
 
-def write_demo_config(state_dir: Path, modbus_port: int) -> Path:
-    """The demo config with its state folder and simulator port filled in, plus a key."""
+DEMO_OPERATOR_ID = "MA5DEMO01"
+DEMO_CEC_URL = "http://127.0.0.1:15021/evcs/v1/"
+
+
+def _secret16() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def write_demo_secrets(state_dir: Path) -> dict[str, str]:
+    """Fresh T/CEC secrets for the demo, in a private secrets.toml (as the service demands)."""
+    values = {k: _secret16() for k in ("operator_secret", "data_secret", "data_iv", "sig_secret")}
+    path = state_dir / "secrets.toml"
+    path.write_text("[cec]\n" + "".join(f'{k} = "{v}"\n' for k, v in values.items()))
+    path.chmod(0o600)
+    return values
+
+
+def write_demo_config(
+    state_dir: Path, modbus_port: int, cec_url: str | None = None, mqtt_port: int | None = None
+) -> Path:
+    """The demo config with its state folder and simulator endpoints filled in, plus a key.
+
+    Without ``cec_url`` the T/CEC uplink is disabled; with ``mqtt_port`` an MQTT uplink to a
+    local broker (plain TCP on loopback) is added.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     text = (
         read_resource("demo.toml")
         .replace("@STATE_DIR@", str(state_dir.resolve()))
         .replace("tcp_port = 15020", f"tcp_port = {modbus_port}")
     )
+    if cec_url is None:
+        text = text.replace("[uplinks.cec]\nenabled = true", "[uplinks.cec]\nenabled = false")
+    else:
+        text = text.replace(DEMO_CEC_URL, cec_url)
+    if mqtt_port is not None:
+        text += (
+            "\n[uplinks.mqtt]\n"
+            f'brokers = ["127.0.0.1:{mqtt_port}"]\n'
+            "tls = false                          # loopback broker of the demo\n"
+            'topic_prefix = "evgw/demo"\n'
+        )
     path = state_dir / "evgw.toml"
     path.write_text(text, "utf-8")
     key = state_dir / "gateway.key"
     if not key.exists():
         GatewayKey.generate().save(key)
     return path
+
+
+def start_platform(state_dir: Path, cec: dict[str, str]) -> PlatformServer:
+    """The embedded T/CEC receiver, playing the city platform on loopback."""
+    settings = PlatformSettings(
+        operators={DEMO_OPERATOR_ID: cec["operator_secret"]},
+        secrets=CecSecrets(cec["data_secret"], cec["data_iv"], cec["sig_secret"]),
+        db_path=state_dir / "platform.db",
+    )
+    return PlatformServer(settings).start()
+
+
+def start_broker(state_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """A mosquitto on a free loopback port, when the binary is installed."""
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    conf = state_dir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    log.warning("mosquitto did not start: the demo runs without the MQTT uplink")
+    return None
 
 
 @dataclass(slots=True)

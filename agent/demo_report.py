@@ -103,6 +103,16 @@ def render_report(report: dict[str, Any]) -> str:
             "  alarms raised: "
             + ", ".join(f"{code} ×{n}" for code, n in report["alarms_raised_by_code"].items())
         )
+    platforms = report.get("platforms", {})
+    if platforms.get("cec_platform_accepted"):
+        got = platforms["cec_platform_accepted"]
+        lines.append(
+            "  T/CEC receiver accepted: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(got.items()))
+            + f" (duplicates after dedupe: {platforms.get('cec_platform_duplicates', 0)})"
+        )
+    if platforms.get("mqtt_broker"):
+        lines.append(f"  MQTT: {platforms['mqtt_broker']}")
     lines.append(f"  orders: {len(report['orders'])}")
     for o in report["orders"]:
         lines.append(

@@ -30,6 +30,8 @@ log = logging.getLogger("evgw.service")
 
 STOP_BUDGET_S = 8.0
 """Everything must be flushed and closed within this; the unit allows 10 s."""
+UPLINK_DRAIN_S = 1.5
+"""At stop, how long the uplinks may keep delivering the last records."""
 
 
 class Service:
@@ -159,12 +161,24 @@ class Service:
             await self.status_server.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
-        await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
-        if self.runtime is not None:
+        runtime = self.runtime
+        if runtime is None:
+            await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
+            return
+        # 1. stop intake, 2. write what the station still holds, 3. let the uplinks deliver
+        # it (briefly: whatever is left goes at the next start), 4. stop them, close the ledger
+        await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 4, names=runtime.intake_names)
+        try:
+            await asyncio.wait_for(runtime.finish_intake(), timeout=STOP_BUDGET_S / 4)
+            await runtime.drain_uplinks(timeout_s=UPLINK_DRAIN_S)
+        except TimeoutError:
+            log.error("flushing the station took longer than %.1f s", STOP_BUDGET_S / 4)
+        finally:
+            await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 8)
             try:
-                await asyncio.wait_for(self.runtime.close(), timeout=STOP_BUDGET_S / 2)
+                await asyncio.wait_for(runtime.close(), timeout=STOP_BUDGET_S / 4)
             except TimeoutError:
-                log.error("flushing and closing took longer than %.1f s", STOP_BUDGET_S / 2)
+                log.error("closing the ledger took longer than %.1f s", STOP_BUDGET_S / 4)
 
 
 def run_service(config_path: Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -71,16 +71,17 @@ class Supervisor:
                 log.info("task %s finished", name)
                 return
 
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Cancel every task (newest first) and wait for them, at most ``timeout_s`` in all."""
-        tasks = list(reversed(self._tasks.values()))
+    async def stop(self, timeout_s: float = 5.0, names: Iterable[str] | None = None) -> None:
+        """Cancel the named tasks (default: every task), newest first, and wait for them, at
+        most ``timeout_s`` in all."""
+        chosen = list(self._tasks) if names is None else [n for n in names if n in self._tasks]
+        tasks = [self._tasks.pop(n) for n in reversed(chosen)]
         for task in tasks:
             task.cancel()
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
             for task in pending:
                 log.error("task %s did not stop within %.1f s", task.get_name(), timeout_s)
-        self._tasks.clear()
 
     def summary(self) -> str:
         running = sum(1 for s in self.states.values() if s.state == "running")

@@ -28,6 +28,7 @@ from agent.records import Record, iso_ts
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
 from agent.station.writer import StationWriter
+from agent.uplinks import build_uplinks
 from agent.version import VERSION
 from agent.views import connector_rows
 
@@ -71,11 +72,12 @@ class Runtime:
     writer: StationWriter
     counting_ledger: CountingLedger
     devices: Devices
+    uplinks: list[Any] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
 
     def uplink_stats(self) -> dict[str, dict[str, Any]]:
-        """Each uplink's counters (sent, acked, retries, backlog, last_error)."""
-        return {}
+        """Each uplink's counters (sent, acked, retries, parked, backlog, last_error)."""
+        return {u.name: u.stats.as_dict() for u in self.uplinks}
 
     def summary(self) -> str:
         c = self.config
@@ -95,6 +97,7 @@ class Runtime:
         return {
             "connectors": connector_rows(self.writer.model),
             **self.devices.snapshot(),
+            "uplinks": self.uplink_stats(),
             "ledger": {
                 "path": str(self.ledger.path),
                 "last_seq": self.ledger.last_seq,
@@ -124,19 +127,35 @@ class Runtime:
             writer=self.writer,
             counting_ledger=self.counting_ledger,
             devices=Devices.build(config, self.writer.queue),
+            uplinks=build_uplinks(config, secrets, self.ledger),
         )
+        for uplink in runtime.uplinks:
+            await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
         return runtime
 
+    @property
+    def intake_names(self) -> list[str]:
+        """The components that bring data in (drivers, station): stopped first at shutdown."""
+        return [c.name for c in self.components if not c.name.startswith("uplink-")]
+
+    async def finish_intake(self) -> None:
+        """After the intake stopped: write what the station model still holds, record the stop."""
+        await self.writer.stop()
+        await self.ledger.append(
+            lifecycle_event(self.config, "gateway_stopped", "gateway stopped", version=VERSION)
+        )
+
+    async def drain_uplinks(self, timeout_s: float) -> None:
+        """Give the running uplinks up to ``timeout_s`` to deliver the last records."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for uplink in self.uplinks:
+            while loop.time() < deadline and await self.ledger.backlog(uplink.name) > 0:
+                await asyncio.sleep(0.05)
+
     async def close(self) -> None:
-        """Write what the station model still holds, record the stop, close the ledger."""
-        try:
-            await self.writer.stop()
-            await self.ledger.append(
-                lifecycle_event(self.config, "gateway_stopped", "gateway stopped", version=VERSION)
-            )
-        finally:
-            await self.ledger.close()
+        await self.ledger.close()
 
 
 def build_components(runtime: Runtime) -> list[Component]:
@@ -151,6 +170,7 @@ def build_components(runtime: Runtime) -> list[Component]:
         components.append(Component("can-activity", devices.run_bus_activity))
     if devices.pollers:
         components.append(Component("meters", devices.run_meter_polls))
+    components += [Component(f"uplink-{u.name}", u.run) for u in runtime.uplinks]
     return components
 
 
@@ -192,7 +212,10 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         writer=writer,
         counting_ledger=counting,
         devices=Devices.build(config, queue),
+        uplinks=build_uplinks(config, secrets, ledger),
     )
+    for uplink in runtime.uplinks:
+        await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)
     log.info(runtime.summary())
     return runtime

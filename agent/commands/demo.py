@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -102,13 +103,25 @@ async def _live_view(service: Any, out: TextIO, tty: bool) -> None:
         out.flush()
 
 
-async def run_demo(state_dir: Path, duration_s: float, live: bool) -> int:
-    from agent.demo import DemoStation, write_demo_config
+async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int, dict[str, Any]]:
+    """Run the station and the service; returns the exit code and what the platforms got."""
+    from agent.demo import (
+        DemoStation,
+        start_broker,
+        start_platform,
+        write_demo_config,
+        write_demo_secrets,
+    )
     from agent.service import Service
 
     station = DemoStation()
     port = await station.start_meters()
-    config_path = write_demo_config(state_dir, port)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    platform = start_platform(state_dir, write_demo_secrets(state_dir))
+    broker = start_broker(state_dir)
+    config_path = write_demo_config(
+        state_dir, port, cec_url=platform.base_url, mqtt_port=broker[1] if broker else None
+    )
     service = Service(config_path)
     task = asyncio.create_task(service.run(), name="service")
     station.start_sessions()
@@ -120,11 +133,22 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> int:
             done, _ = await asyncio.wait({task}, timeout=duration_s)
             if not done:
                 signal.raise_signal(signal.SIGTERM)  # the service's own clean stop
-        return await task
+        rc = await task
+        accepted = platform.receiver.accepted()
+        received: dict[str, Any] = {
+            "cec_platform_accepted": dict(Counter(a["interface"] for a in accepted)),
+            "cec_platform_duplicates": sum(a["copies"] - 1 for a in accepted),
+            "mqtt_broker": "local mosquitto" if broker else "not installed: MQTT skipped",
+        }
+        return rc, received
     finally:
         if view is not None:
             view.cancel()
         await station.stop()
+        platform.stop()
+        if broker is not None:
+            broker[0].terminate()
+            broker[0].wait(5)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -135,11 +159,12 @@ def _demo(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="evgw-demo-"))
     try:
         print(f"evgw demo: state in {state_dir}", file=sys.stderr)
-        rc = 130
+        rc, received = 130, {}
         with contextlib.suppress(KeyboardInterrupt):
-            rc = asyncio.run(run_demo(state_dir, args.duration, live=not args.quiet))
+            rc, received = asyncio.run(run_demo(state_dir, args.duration, live=not args.quiet))
         logging.shutdown()
         report = build_report(state_dir / "ledger.db", state_dir / "gateway.key")
+        report["platforms"] = received
         print(render_report(report))
         if args.report_json:
             args.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))

@@ -25,6 +25,7 @@ name = "Station"
 equipment_id = "E1"
 equipment_type = 1
 power_kw = 120.0
+manufacturer_id = "MA5DA0053"
 
   [[equipment.connectors]]
   connector_id = "C1"
@@ -406,3 +407,12 @@ def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.Mo
 def test_no_uplinks_needs_no_secrets(tmp_path: Path) -> None:
     config = parse_config(BASE.replace("SECRETS", str(tmp_path / "absent.toml")))
     assert load_secrets(config).cec is None
+
+
+def test_cec_needs_manufacturer_ids() -> None:
+    text = BASE.replace('manufacturer_id = "MA5DA0053"\n', "").replace("[[can_buses]]", CEC, 1)
+    problems = problems_of(text)
+    assert problems == [
+        "equipment[0].manufacturer_id: the city platform requires the manufacturer's "
+        "9-character organisation code, found ''"
+    ]

@@ -46,6 +46,14 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         assert order["ocmf_signed"] is True
         assert order["vin"].startswith("LSIMDEMO")
         assert order["energy_kwh"] > 0
+    # the embedded T/CEC receiver got the identity, statuses and orders, once each
+    platforms = report["platforms"]
+    assert platforms["cec_platform_accepted"]["notification_stationInfo"] == 1
+    assert platforms["cec_platform_accepted"]["notification_stationStatus"] >= 6
+    assert platforms["cec_platform_duplicates"] == 0
+    uplinks = {u["uplink"]: u for u in report["ledger"]["uplinks"]}
+    assert uplinks["cec"]["backlog"] == 0 and uplinks["cec"]["parked"] == 0
+    assert uplinks["mqtt"]["backlog"] == 0  # mosquitto is installed by `make test`
     # --state-dir keeps what a technician would inspect
     assert (state / "ledger.db").exists() and (state / "gateway.key").exists()
     assert (state / "evgw.toml").exists()
