@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 from agent.checks import CheckResult, Level, fail, local_checks, ok, render
-from agent.config import ConfigError, default_config_path, load_config
+from agent.checks_devices import device_checks
+from agent.config import ConfigError, Secrets, default_config_path, load_config, load_secrets
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,18 +17,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="check config, devices, uplinks, key, disk and clock (run after wiring)",
         description=(
             "Check the installation: validate the config, check the secrets and the gateway "
-            "key and their permissions, free disk and clock synchronisation. Prints a table of "
-            "OK/WARN/FAIL with a hint for every problem; exit 0 only when nothing FAILs "
-            "(1 otherwise)."
+            "key and their permissions, free disk and clock synchronisation, read each meter "
+            "once, listen on each CAN bus, connect to the MQTT broker with a test publish and "
+            "ask the T/CEC platform for a token. Prints a table of OK/WARN/FAIL with a hint for "
+            "every problem; exit 0 only when nothing FAILs (1 otherwise). Stop the service "
+            "first if a serial port is shared."
         ),
     )
     parser.add_argument(
         "--config", type=Path, help=f"config file (default {default_config_path()})"
     )
+    parser.add_argument(
+        "--listen-s",
+        type=float,
+        default=3.0,
+        help="seconds to listen on each CAN bus (default 3)",
+    )
+    parser.add_argument(
+        "--local-only",
+        action="store_true",
+        help="only the config, files, disk and clock: do not touch meters, buses or platforms",
+    )
     parser.set_defaults(func=_check)
 
 
-def run_checks(config_path: Path | None) -> list[CheckResult]:
+def run_checks(
+    config_path: Path | None, *, devices: bool = False, listen_s: float = 3.0
+) -> list[CheckResult]:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -38,11 +55,17 @@ def run_checks(config_path: Path | None) -> list[CheckResult]:
         ]
     results = [ok("config", f"{config_path or default_config_path()} is valid")]
     results += local_checks(config)
+    if devices:
+        try:
+            secrets: Secrets | None = load_secrets(config)
+        except ConfigError:
+            secrets = None  # already a FAIL line of local_checks; the uplinks cannot be tried
+        results += asyncio.run(device_checks(config, secrets, listen_s))
     return results
 
 
 def _check(args: argparse.Namespace) -> int:
-    results = run_checks(args.config)
+    results = run_checks(args.config, devices=not args.local_only, listen_s=args.listen_s)
     print(render(results))
     failed = sum(r.level is Level.FAIL for r in results)
     warned = sum(r.level is Level.WARN for r in results)

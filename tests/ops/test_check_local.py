@@ -84,7 +84,7 @@ def test_broken_config_lists_each_problem(tmp_path: Path) -> None:
 def test_check_command_exit_status(tmp_path: Path) -> None:
     config = write_setup(tmp_path, key_mode=0o644)
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check", "--config", str(config)],
+        [sys.executable, "-m", "agent.cli", "check", "--local-only", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

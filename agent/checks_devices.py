@@ -1,0 +1,276 @@
+"""``evgw check`` against the real world: meters, CAN buses, the MQTT broker, the T/CEC platform.
+
+Each check talks to the device or platform once through the same code the service uses
+(the line pollers, the listen-only CAN listener, the T/CEC client's token request) and turns
+the outcome into OK / WARN / FAIL lines with a hint a technician can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.checks import CheckResult, fail, ok, warn
+from agent.config import ConfigError, Secrets
+from agent.config_schema import Config, MeterSection
+from agent.devices import build_pollers, bus_spec
+from agent.uplink.cec import CecUplink
+from agent.uplinks import cec_settings, mqtt_settings
+from drivers.gbt27930.bus import BusStateChanged, CanListener
+from drivers.modbus.link import quiet_library_logging
+from drivers.modbus.profile import load_profiles
+
+METER_HINT = (
+    "check the wiring (A/B swapped?), the meter's unit id, baud and parity "
+    "(evgw meter scan finds them), and the 120 Ω termination"
+)
+
+
+def _meter_hint(meter: MeterSection, error: str) -> str:
+    text = error.lower()
+    if "permission" in text:
+        return "add the service user to the dialout group: usermod -aG dialout evgw"
+    if meter.transport == "rtu" and ("no such file" in text or "could not open" in text):
+        return (
+            f"is the RS-485 adapter plugged in? ls -l /dev/serial/by-id/ and set port = the "
+            f"adapter's path (now {meter.port})"
+        )
+    if meter.transport != "rtu" and ("refused" in text or "connect" in text):
+        return (
+            f"nothing answers at {meter.host}:{meter.tcp_port}: check the Modbus gateway's address"
+        )
+    if "exception" in text:
+        return "the meter refused the read: is the profile right for this model? (evgw meter scan)"
+    return METER_HINT
+
+
+async def check_meters(config: Config) -> list[CheckResult]:
+    if not config.meters:
+        return []
+    quiet_library_logging()
+    results: list[CheckResult] = []
+    rtu_missing = {
+        m.meter_id
+        for m in config.meters
+        if m.transport == "rtu" and m.port is not None and not os.path.exists(m.port)
+    }
+    for meter in config.meters:
+        if meter.meter_id in rtu_missing:
+            results.append(
+                fail(
+                    f"meter {meter.meter_id}",
+                    f"serial port {meter.port} does not exist",
+                    _meter_hint(meter, "no such file"),
+                )
+            )
+    present = [m for m in config.meters if m.meter_id not in rtu_missing]
+    if not present:
+        return results
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    reachable = msgspec.structs.replace(config, meters=present)
+    for poller in build_pollers(reachable, load_profiles(), queue):
+        try:
+            for meter_id in poller.meter_ids:
+                meter = next(m for m in present if m.meter_id == meter_id)
+                reading = await poller.poll(meter_id, time.time())
+                name = f"meter {meter_id}"
+                if reading is None:
+                    error = poller.health(meter_id).last_error or "no answer"
+                    results.append(
+                        fail(
+                            name,
+                            f"{meter.profile} unit {meter.unit_id}: {error}",
+                            _meter_hint(meter, error),
+                        )
+                    )
+                    continue
+                energy = reading.energy_import_kwh
+                detail = (
+                    f"{meter.profile} unit {meter.unit_id}: {energy:.2f} kWh"
+                    if energy is not None
+                    else f"{meter.profile}: read"
+                )
+                if reading.rejected:
+                    bad = ", ".join(f"{k}: {v}" for k, v in reading.rejected.items())
+                    results.append(
+                        warn(
+                            name,
+                            f"{detail}; rejected values: {bad}",
+                            "compare with the display; the profile or its options "
+                            "may not fit (evgw meter scan --display-kwh …)",
+                        )
+                    )
+                else:
+                    results.append(ok(name, detail))
+        finally:
+            poller.close()
+    return results
+
+
+async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
+    results = []
+    for i, bus in enumerate(config.can_buses):
+        name = f"CAN {bus.connector_id}"
+        states: list[BusStateChanged] = []
+        events = 0
+
+        async def sink(item: Any, states: list[BusStateChanged] = states) -> None:
+            nonlocal events
+            if isinstance(item, BusStateChanged):
+                states.append(item)
+            else:
+                events += 1
+
+        listener = CanListener(bus_spec(config, i), sink)
+        task = asyncio.create_task(listener.run())
+        await asyncio.sleep(listen_s)
+        listener.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+        counts = listener.pipeline.counts
+        opened = any(s.state == "open" for s in states)
+        where = f"{bus.interface} {bus.channel}"
+        if not opened:
+            reason = next((s.detail for s in states if s.state == "down"), "did not open")
+            results.append(
+                fail(
+                    name,
+                    f"{where}: {reason}",
+                    "is the adapter present and up? for socketcan: ip link set "
+                    f"{bus.channel} type can bitrate {bus.bitrate} listen-only on; "
+                    f"ip link set {bus.channel} up",
+                )
+            )
+        elif counts.total == 0:
+            results.append(
+                warn(
+                    name,
+                    f"{where} open, no frames in {listen_s:.0f} s",
+                    "normal when no vehicle is plugged in; plug one in and check "
+                    "again, else check the bitrate (250000) and the CAN-H/CAN-L wiring",
+                )
+            )
+        elif counts.gbt == 0:
+            results.append(
+                warn(
+                    name,
+                    f"{where}: {counts.total} frames, none GB/T 27930",
+                    "this looks like another bus (the charger's internal bus?): "
+                    "connect to the charger↔vehicle CAN of the DC gun",
+                )
+            )
+        else:
+            anomalies = sum(sum(k.values()) for k in listener.pipeline.anomalies().values())
+            results.append(
+                ok(
+                    name,
+                    f"{where}: {counts.total} frames, {counts.gbt} GB/T, "
+                    f"{events} session events, {anomalies} anomalies",
+                )
+            )
+    return results
+
+
+def check_mqtt(config: Config, secrets: Secrets, timeout_s: float = 5.0) -> list[CheckResult]:
+    m = config.uplinks.mqtt
+    if m is None or not m.enabled:
+        return []
+    s = mqtt_settings(config, secrets)
+    results = []
+    for index, address in enumerate(s.brokers):
+        host, port = s.address(index)
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{s.client_id}-check",
+            protocol=MQTTProtocolVersion.MQTTv5
+            if s.protocol == "5"
+            else MQTTProtocolVersion.MQTTv311,
+        )
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        name = f"MQTT {address}"
+        try:
+            if s.tls:
+                client.tls_set(
+                    ca_certs=str(s.ca_file) if s.ca_file else None,
+                    certfile=str(s.client_cert) if s.client_cert else None,
+                    keyfile=str(s.client_key) if s.client_key else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+                client.tls_insecure_set(not s.tls_verify)
+            client.connect(host, port, keepalive=10)
+            client.loop_start()
+            info = client.publish(f"{s.base_topic}/check", b"evgw check", qos=1)
+            info.wait_for_publish(timeout_s)
+            if not info.is_published():
+                raise TimeoutError(f"no PUBACK within {timeout_s:.0f} s")
+            results.append(ok(name, f"connected and published to {s.base_topic}/check (QoS 1)"))
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if "certificate" in text.lower() or "ssl" in text.lower():
+                hint = "TLS failed: check ca_file, the broker's host name and the client cert"
+            elif "not authori" in text.lower() or "bad user" in text.lower():
+                hint = (
+                    "the broker refused the login: check [mqtt] username/password in secrets.toml"
+                )
+            else:
+                hint = "cannot reach the broker: address, port, firewall, DNS"
+            results.append(fail(name, text, hint))
+        finally:
+            client.loop_stop()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+    return results
+
+
+def _cec_hint(message: str) -> str:
+    if "4001" in message or "sig" in message.lower():
+        return (
+            "the Sig does not match: sig_secret in secrets.toml differs from the platform's "
+            "(evgw cec open shows expected and got)"
+        )
+    if "4003" in message or "4004" in message:
+        return "check operator_id, operator_secret and data_secret/data_iv (iv_equals_key quirk?)"
+    if "4002" in message:
+        return "the platform rejects the token: check the clock and the operator secret"
+    return "cannot reach the platform: base_url, DNS, firewall, TLS (ca_file, client cert)"
+
+
+async def check_cec(config: Config, secrets: Secrets) -> list[CheckResult]:
+    c = config.uplinks.cec
+    if c is None or not c.enabled:
+        return []
+    uplink = CecUplink(cec_settings(config, secrets), ledger=None)  # type: ignore[arg-type]
+    name = "T/CEC platform"
+    try:
+        async with uplink:
+            await uplink.tokens.get()
+        token = uplink.tokens.token
+        lifetime = f", token valid {token.expires_at - time.time():.0f} s" if token else ""
+        return [ok(name, f"query_token at {c.base_url} accepted{lifetime}")]
+    except Exception as exc:
+        message = str(exc)
+        return [fail(name, f"query_token at {c.base_url}: {message}", _cec_hint(message))]
+
+
+async def device_checks(
+    config: Config, secrets: Secrets | None, listen_s: float
+) -> list[CheckResult]:
+    results = await check_meters(config)
+    results += await check_can(config, listen_s)
+    if secrets is None:
+        return results
+    try:
+        results += await asyncio.to_thread(check_mqtt, config, secrets)
+    except ConfigError as exc:
+        results.append(fail("MQTT", "; ".join(exc.problems), "fix the file named"))
+    results += await check_cec(config, secrets)
+    return results
