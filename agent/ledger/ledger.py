@@ -428,6 +428,8 @@ class Ledger:
         session_id: str | None = None,
         connector_id: str | None = None,
         limit: int = 10000,
+        newest_first: bool = False,
     ) -> list[StoredRecord]:
-        """Records of ``kind`` (optionally of one session / connector), by seq."""
-        return await self._read(reader.find, kind, session_id, connector_id, limit)
+        """Records of ``kind`` (optionally of one session / connector), by seq: the oldest
+        ``limit`` of them, or with ``newest_first`` the newest ``limit``, newest first."""
+        return await self._read(reader.find, kind, session_id, connector_id, limit, newest_first)

@@ -61,6 +61,7 @@ def find(
     session_id: str | None,
     connector_id: str | None,
     limit: int,
+    newest_first: bool = False,
 ) -> list[StoredRecord]:
     sql = (
         f"SELECT r.prev, r.hash, {DATA_EXPR} FROM records r WHERE r.kind = ? AND r.data IS NOT NULL"
@@ -72,6 +73,6 @@ def find(
     if connector_id is not None:
         sql += " AND r.connector_id = ?"
         params.append(connector_id)
-    sql += " ORDER BY r.seq LIMIT ?"
+    sql += f" ORDER BY r.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
     params.append(limit)
     return [stored_from_row(data, prev, digest) for prev, digest, data in conn.execute(sql, params)]

@@ -20,8 +20,11 @@ from agent.station.model import StationInput, StationModel
 from agent.station.ocmf import pagination_of
 from agent.station.restart import OpenSession, open_session
 
-#: ``find`` returns records oldest first; this covers every record of a kind in practice
+#: every record of one session (bounded by the session itself)
 _ALL = 1_000_000_000
+#: how far back start-up looks, newest first: a session left open by a crash is closed at
+#: the next start, so its records are always among the newest of its connector
+_RECENT = 1000
 
 
 class LedgerLike(Protocol):
@@ -36,6 +39,7 @@ class LedgerLike(Protocol):
         session_id: str | None = None,
         connector_id: str | None = None,
         limit: int = 10000,
+        newest_first: bool = False,
     ) -> list[StoredRecord]: ...
 
 
@@ -43,10 +47,10 @@ async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -
     """The last session of each connector, if it has records but no ``charge_order``."""
     found: list[OpenSession] = []
     for cid in connector_ids:
-        statuses = await ledger.find("connector_status", connector_id=cid, limit=_ALL)
-        sid = next(
-            (r.body["session_id"] for r in reversed(statuses) if r.body.get("session_id")), None
+        statuses = await ledger.find(
+            "connector_status", connector_id=cid, limit=_RECENT, newest_first=True
         )
+        sid = next((r.body["session_id"] for r in statuses if r.body.get("session_id")), None)
         if sid is None or await ledger.find("charge_order", session_id=sid, limit=1):
             continue
         records = await ledger.find("connector_status", session_id=sid, limit=_ALL)
@@ -60,8 +64,8 @@ async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -
 
 async def last_pagination(ledger: LedgerLike) -> int:
     """The highest OCMF ``PG`` counter among the orders in the ledger (0 when none)."""
-    orders = await ledger.find("charge_order", limit=_ALL)
-    for r in reversed(orders):
+    orders = await ledger.find("charge_order", limit=_RECENT, newest_first=True)
+    for r in orders:
         ocmf = r.body.get("ocmf")
         if isinstance(ocmf, str):
             pg = pagination_of(ocmf)

@@ -161,6 +161,8 @@ async def test_find_by_session_and_connector(tmp_path: Path) -> None:
     assert all(isinstance(r, StoredRecord) for r in found)
     by_connector = await ledger.find("bms_process", connector_id="1")
     assert [r.body["n"] for r in by_connector] == [0, 2, 4]
+    newest = await ledger.find("bms_process", connector_id="1", limit=2, newest_first=True)
+    assert [r.body["n"] for r in newest] == [4, 2]
     await ledger.close()
 
 
