@@ -1,0 +1,549 @@
+"""The end-to-end rig: the real ``evgw run`` process against a simulated station.
+
+Outside the agent everything is real or a faithful simulator: chargers on slcan over socat
+pty pairs (:class:`sim.station.SimStation`), DC meters over Modbus TCP, the strict T/CEC
+receiver (:class:`sim.platform.PlatformServer`) and a real mosquitto with a durable MQTT
+consumer. :class:`Rig` builds it all in one folder and writes the agent's config;
+:class:`Agent` runs the service as a subprocess (SIGTERM like ``systemctl stop``, SIGKILL
+like a power cut, restarts like systemd). The remaining helpers read the ledger and compare
+what each platform received with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.demo import DEMO_OPERATOR_ID, start_platform, write_demo_secrets
+from agent.ledger import GatewayKey
+from agent.ledger.export import export_lines, open_for_reading
+from agent.ledger.keys import PublicKey
+from agent.ledger.stats import ledger_stats
+from agent.ledger.verify import Report, verify_lines
+from agent.records import StoredRecord, canonical_json
+from agent.uplink.cec_mapping import MappingContext, notification_for
+from sim.platform import PlatformServer
+from sim.station import SimConnector, SimStation
+from tests.conftest import Broker, PtyPair, make_broker, open_pty_pair
+
+EVGW = [sys.executable, "-m", "agent.cli"]
+GATEWAY_ID = "e2e-gw"
+STATION_ID = "E2E-0001"
+STATION_NAME = "evgw e2e station"
+TOPIC_PREFIX = "evgw/e2e"
+PLATFORM_OPERATOR_ID = "MA5GOV001"
+
+
+def connector_id(n: int) -> str:
+    return f"E2EDC01{n:02d}"
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.2
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- the agent
+
+
+@dataclass
+class Agent:
+    """``evgw run`` as a subprocess; each run logs (stderr) to its own file."""
+
+    config: Path
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def log(self) -> Path:
+        return self.logs[-1]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "the agent is running"
+        self.runs += 1
+        log = self.directory / f"agent-{self.runs}.log"
+        self.logs.append(log)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env["RUNTIME_DIRECTORY"] = str(self.directory)
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*EVGW, "run", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+
+    def log_text(self) -> str:
+        return self.log.read_text("utf-8", "replace") if self.logs else ""
+
+    def wait_logged(self, needle: str, timeout_s: float = 30.0) -> None:
+        """Until this run logged ``needle``; fails at once if the agent died."""
+
+        def logged() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"the agent exited with {self.proc.returncode} before logging {needle!r}"
+                )
+            return needle in self.log_text()
+
+        wait_until(logged, timeout_s, f"the agent to log {needle!r}", poll_s=0.05)
+
+    def wait_ready(self, connectors: list[str], timeout_s: float = 30.0) -> None:
+        """Until the service started and opened every CAN bus."""
+        self.wait_logged("started: gateway", timeout_s)
+        for cid in connectors:
+            self.wait_logged(f"CAN bus of {cid} open", timeout_s)
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM (``systemctl stop``) and wait for the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without flushing anything (a power cut)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop_quietly(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def all_logs(self, tail_lines: int = 80) -> str:
+        parts = []
+        for path in self.logs:
+            lines = path.read_text("utf-8", "replace").splitlines()
+            parts.append(f"===== {path.name} (last {tail_lines} lines) =====")
+            parts.extend(lines[-tail_lines:])
+        return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- MQTT consumer
+
+
+@dataclass
+class Arrival:
+    record: dict[str, Any]
+    topic_kind: str
+
+
+class MqttConsumer:
+    """A durable QoS 1 consumer of ``{prefix}/{station}/#`` (session kept across restarts).
+
+    Keeps every record of every batch message in arrival order (duplicates included) and
+    every checkpoint received; :meth:`first_arrivals` dedupes on the record ``id``.
+    """
+
+    def __init__(self, port: int, topic: str, client_id: str = "e2e-consumer") -> None:
+        self.topic = topic
+        self.arrivals: list[Arrival] = []
+        self.checkpoints: dict[int, dict[str, Any]] = {}
+        self.messages = 0
+        self.bad_messages: list[str] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=False,
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        kind = message.topic.rsplit("/", 1)[-1]
+        if kind == "status":
+            return
+        try:
+            payload = json.loads(message.payload)
+            records = payload["records"]
+            checkpoint = payload["checkpoint"]
+        except (ValueError, KeyError, TypeError) as exc:
+            with self._lock:
+                self.bad_messages.append(f"{message.topic}: {exc}")
+            return
+        with self._lock:
+            self.messages += 1
+            self.arrivals.extend(Arrival(r, kind) for r in records)
+            self.checkpoints[int(checkpoint["seq"])] = checkpoint
+
+    def wait_subscribed(self, timeout_s: float = 10.0) -> None:
+        if not self._subscribed.wait(timeout_s):
+            raise AssertionError("the MQTT consumer did not subscribe")
+
+    def first_arrivals(self) -> list[dict[str, Any]]:
+        """Records in order of first arrival, one per id."""
+        seen: set[str] = set()
+        out = []
+        with self._lock:
+            arrivals = list(self.arrivals)
+        for a in arrivals:
+            if a.record["id"] not in seen:
+                seen.add(a.record["id"])
+                out.append(a.record)
+        return out
+
+    def received_ids(self) -> set[str]:
+        with self._lock:
+            return {a.record["id"] for a in self.arrivals}
+
+    def copies(self) -> int:
+        with self._lock:
+            return len(self.arrivals)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --------------------------------------------------------------------------- the rig
+
+
+@dataclass
+class Rig:
+    """Everything outside the agent, and the agent's config, in one folder."""
+
+    directory: Path
+    connectors: list[str]
+    pairs: list[PtyPair]
+    station: SimStation
+    platform: PlatformServer
+    broker: Broker
+    consumer: MqttConsumer
+    config: Path
+    agent: Agent
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.directory / "ledger.db"
+
+    def close(self) -> None:
+        self.agent.stop_quietly()
+        self.station.stop()
+        for pair in self.pairs:
+            pair.close()
+        self.consumer.close()
+        self.broker.stop()
+        self.platform.stop()
+
+
+def config_text(
+    directory: Path,
+    connectors: list[str],
+    ptys: list[str],
+    modbus_port: int,
+    cec_url: str,
+    mqtt_port: int,
+    sampling: str,
+) -> str:
+    d = directory.resolve()
+    lines = [
+        "[gateway]",
+        f'gateway_id = "{GATEWAY_ID}"',
+        f'operator_id = "{DEMO_OPERATOR_ID}"',
+        f'state_dir = "{d}"',
+        f'secrets_file = "{d}/secrets.toml"',
+        f'runtime_dir = "{d}"',
+        'log_level = "info"',
+        "",
+        "[station]",
+        f'station_id = "{STATION_ID}"',
+        f'name = "{STATION_NAME}"',
+        'area_code = "440304"',
+        'address = "Test Road 1, Futian, Shenzhen"',
+        'service_tel = "0755-00000000"',
+        f"park_nums = {len(connectors)}",
+        "",
+        "[[equipment]]",
+        'equipment_id = "E2EDC01"',
+        'name = "e2e DC charger"',
+        "equipment_type = 1",
+        f"power_kw = {60.0 * len(connectors)}",
+        f'manufacturer_id = "{DEMO_OPERATOR_ID}"',
+    ]
+    for n, cid in enumerate(connectors, 1):
+        lines += [
+            "",
+            "  [[equipment.connectors]]",
+            f'  connector_id = "{cid}"',
+            f'  name = "DC gun {n}"',
+            "  connector_type = 4",
+            "  power_kw = 60.0",
+            "  voltage_upper_v = 750",
+            "  voltage_lower_v = 200",
+            "  current_a = 200",
+        ]
+    for n, cid in enumerate(connectors, 1):
+        lines += [
+            "",
+            "[[meters]]",
+            f'meter_id = "dc-{n:02d}"',
+            'profile = "djsf1352"',
+            'transport = "tcp"',
+            'host = "127.0.0.1"',
+            f"tcp_port = {modbus_port}",
+            f"unit_id = {n}",
+            f'connector_id = "{cid}"',
+            "poll_interval_s = 1",
+        ]
+    for cid, pty in zip(connectors, ptys, strict=True):
+        lines += [
+            "",
+            "[[can_buses]]",
+            f'connector_id = "{cid}"',
+            'interface = "slcan"',
+            f'channel = "{pty}"',
+        ]
+    lines += [
+        "",
+        "[uplinks.mqtt]",
+        f'brokers = ["127.0.0.1:{mqtt_port}"]',
+        "tls = false",
+        f'topic_prefix = "{TOPIC_PREFIX}"',
+        f'client_id = "evgw-{GATEWAY_ID}"',
+        "",
+        "[uplinks.cec]",
+        "enabled = true",
+        f'base_url = "{cec_url}"',
+        f'platform_operator_id = "{PLATFORM_OPERATOR_ID}"',
+        "request_timeout_s = 3",
+        "retry_max_s = 2",
+        "",
+        "[ledger]",
+        f'path = "{d}/ledger.db"',
+        f'key_path = "{d}/gateway.key"',
+        "checkpoint_interval_s = 5",
+        "",
+        "[sampling]",
+        sampling.strip(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+DEFAULT_SAMPLING = """
+bms_process_interval_s = 2
+status_heartbeat_s = 5
+meter_sample_interval_s = 5
+"""
+
+
+def build_rig(directory: Path, n_connectors: int, sampling: str = DEFAULT_SAMPLING) -> Rig:
+    """Start the simulators, the receiver, the broker and its consumer; write the config.
+
+    The agent is not started: ``rig.agent.start()``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    connectors = [connector_id(n) for n in range(1, n_connectors + 1)]
+    started: list[Any] = []
+    try:
+        pairs = []
+        for n in range(1, n_connectors + 1):
+            pairs.append(open_pty_pair(directory, f"can{n}"))
+            started.append(pairs[-1])
+        station = SimStation(
+            [
+                SimConnector(cid, unit_id=n, pty=pair.a, energy_start_kwh=1000.0 * n)
+                for n, (cid, pair) in enumerate(zip(connectors, pairs, strict=True), 1)
+            ]
+        )
+        modbus_port = station.start()
+        started.append(station)
+        cec = write_demo_secrets(directory)
+        platform = start_platform(directory, cec)
+        started.append(platform)
+        # the consumer's session (subscription and queued messages) survives broker restarts
+        broker = make_broker(
+            directory, f"persistence true\npersistence_location {directory.resolve()}/\n"
+        )
+        broker.start()
+        started.append(broker)
+        consumer = MqttConsumer(broker.port, f"{TOPIC_PREFIX}/{STATION_ID}/#")
+        started.append(consumer)
+        consumer.wait_subscribed()
+        GatewayKey.generate().save(directory / "gateway.key")
+        config = directory / "evgw.toml"
+        config.write_text(
+            config_text(
+                directory,
+                connectors,
+                [p.b for p in pairs],
+                modbus_port,
+                platform.base_url,
+                broker.port,
+                sampling,
+            ),
+            "utf-8",
+        )
+    except BaseException:
+        for part in reversed(started):
+            part.close() if hasattr(part, "close") else part.stop()
+        raise
+    return Rig(
+        directory=directory,
+        connectors=connectors,
+        pairs=pairs,
+        station=station,
+        platform=platform,
+        broker=broker,
+        consumer=consumer,
+        config=config,
+        agent=Agent(config, directory),
+    )
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+def ledger_records(path: Path) -> list[dict[str, Any]]:
+    """The ledger's records (read-only; safe while the agent runs)."""
+    conn = open_for_reading(path)
+    try:
+        lines = [json.loads(line) for line in export_lines(conn)]
+    finally:
+        conn.close()
+    return [x for x in lines if "seq" in x and "kind" in x]
+
+
+def backlogs(path: Path) -> dict[str, int]:
+    """Records each uplink has not had acknowledged yet (none registered: empty)."""
+    conn = open_for_reading(path)
+    try:
+        return {u["uplink"]: u["backlog"] for u in ledger_stats(conn, path)["uplinks"]}
+    finally:
+        conn.close()
+
+
+def orders(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["kind"] == "charge_order"]
+
+
+def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EVGW, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+def export_and_verify(rig: Rig) -> list[dict[str, Any]]:
+    """``evgw ledger export`` + ``evgw keys show`` + ``evgw ledger verify --pubkey``: the
+    regulator's path. Returns the exported records."""
+    out = rig.directory / "export.jsonl"
+    done = run_cli("ledger", "export", "--config", str(rig.config), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("keys", "show", "--config", str(rig.config))
+    assert shown.returncode == 0, shown.stderr
+    pub = rig.directory / "gateway.pub"
+    pub.write_text(shown.stdout)
+    verified = run_cli("ledger", "verify", str(out), "--pubkey", str(pub))
+    assert verified.returncode == 0, f"verify failed:\n{verified.stdout}\n{verified.stderr}"
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return [x for x in lines if "seq" in x and "kind" in x]
+
+
+def public_key(rig: Rig) -> PublicKey:
+    return PublicKey.from_text(GatewayKey.load(rig.directory / "gateway.key").public_pem, "key")
+
+
+# --------------------------------------------------------------------------- the platforms
+
+
+def cec_expected_ids(records: list[dict[str, Any]]) -> set[str]:
+    """Ids of the records the T/CEC uplink must deliver (the kinds and alarms it takes)."""
+    ctx = MappingContext(
+        operator_id=DEMO_OPERATOR_ID,
+        equipment_owner_id=DEMO_OPERATOR_ID,
+        station_name=STATION_NAME,
+    )
+    return {
+        r["id"]
+        for r in records
+        if notification_for(msgspec.convert(r, StoredRecord), ctx) is not None
+    }
+
+
+def cec_accepted(rig: Rig) -> list[dict[str, Any]]:
+    """What the receiver accepted, in arrival order, one entry per record id."""
+    return [a for a in rig.platform.receiver.accepted() if a["record_id"]]
+
+
+def delivered_everywhere(rig: Rig) -> bool:
+    """Both uplinks have nothing left to send (their cursors are at the ledger's end)."""
+    if not rig.ledger_path.exists():
+        return False
+    pending = backlogs(rig.ledger_path)
+    return set(pending) == {"mqtt", "cec"} and not any(pending.values())
+
+
+def broker_copy_verifies(rig: Rig, last_seq: int) -> Report:
+    """Rebuild the chain from the MQTT messages alone (records by seq, each checkpoint right
+    after the record it signs) and verify it with the gateway's public key."""
+    by_seq = {r["seq"]: r for r in rig.consumer.first_arrivals()}
+    lines: list[bytes] = []
+    for seq in sorted(by_seq):
+        lines.append(canonical_json(by_seq[seq]))
+        if seq in rig.consumer.checkpoints:
+            lines.append(canonical_json({"checkpoint": rig.consumer.checkpoints[seq]}))
+    report = verify_lines(lines, [public_key(rig)], allow_unsigned_tail=True)
+    assert report.ok, f"the broker's copy of the chain does not verify: {report.problems}"
+    assert report.last_seq == last_seq
+    return report
+
+
+def per_lane_order_violations(
+    arrivals: list[dict[str, Any]], lane: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """Records whose seq is lower than an earlier first arrival of the same lane."""
+    last: dict[str, int] = {}
+    problems = []
+    for r in arrivals:
+        key = lane(r)
+        if r["seq"] < last.get(key, 0):
+            problems.append(f"{key}: seq {r['seq']} arrived after seq {last[key]}")
+        last[key] = max(last.get(key, 0), r["seq"])
+    return problems
