@@ -650,6 +650,14 @@ class PlatformReceiver:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
+    timeout = 30.0
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10.0)
+            self.request.do_handshake()
+        super().setup()
+
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -700,6 +708,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     receiver: PlatformReceiver
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.info("connection from %s failed", client_address, exc_info=True)
+
 
 class PlatformServer:
     """The receiver behind a threaded HTTP/1.1 server on 127.0.0.1 (keep-alive supported)."""
@@ -718,7 +729,10 @@ class PlatformServer:
             if settings.tls_client_ca is not None:
                 ctx.load_verify_locations(cafile=str(settings.tls_client_ca))
                 ctx.verify_mode = ssl.CERT_REQUIRED
-            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            # the handshake runs in the handler thread, so a stalled client blocks no one
+            self._server.socket = ctx.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread: threading.Thread | None = None
 
     @property

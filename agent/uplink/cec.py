@@ -379,7 +379,7 @@ class CecUplink:
             response = await self._http.post(
                 interface, content=envelope_bytes(envelope), headers=headers
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:  # ssl.SSLError can escape httpx
             self.stats.connected = False
             raise _Transient(f"transport error {type(exc).__name__}: {exc}") from None
         self.stats.connected = True

@@ -19,6 +19,7 @@ Downlink: signed commands on ``{prefix}/{station_id}/cmd/<name>`` (``bms_query``
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -34,6 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.ledger import reader as ledger_reader
+from agent.ledger.store import connect as ledger_connect
 from agent.records import StoredRecord
 from agent.uplink.base import UplinkStats
 from agent.uplink.mqtt_commands import CommandHandler
@@ -371,26 +374,72 @@ class MqttUplink:
         self._connected.clear()
 
     async def _pump(self) -> None:
+        """Read ahead of the cursor while earlier batches wait for their PUBACKs.
+
+        Batches are read after the last *published* seq (on a read connection of our own),
+        so reading, encoding and the network overlap; the cursor moves over a batch once it
+        and every batch before it are acknowledged.
+        """
+        reader = ReadAhead(self._ledger.path, self.name)
+        pending: collections.deque[_Batch] = collections.deque()
         refusals = RetryState(Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s))
-        while True:
-            await self._connected.wait()
-            last_seq = self._ledger.last_seq
-            records = await self._ledger.read_batch(self.name, self.settings.batch_size)
-            if not records:
+        published = await self._ledger.cursor(self.name)
+        try:
+            while True:
+                await self._connected.wait()
+                await self._ack_done(pending)
+                last_seq = self._ledger.last_seq
+                records = await reader.after(published, self.settings.batch_size)
+                if records:
+                    pending.append(await self.publish_records(records))
+                    published = records[-1].seq
+                    continue
+                if pending:  # nothing new: let the batches in flight finish
+                    for batch in pending:
+                        await self.wait_acked(batch)
+                    refused = next((b for b in pending if b.refused is not None), None)
+                    await self._ack_done(pending)
+                    if refused is not None:
+                        pending.clear()
+                        self.stats.retries += 1
+                        self._set_error(
+                            f"broker refused records up to seq {refused.last_seq} "
+                            f"({refused.refused}); check the topic ACL for this client"
+                        )
+                        await asyncio.sleep(refusals.next_delay())
+                        published = await self._ledger.cursor(self.name)
+                    else:
+                        refusals.reset()
+                    continue
                 self.stats.backlog = 0
                 await self._ledger.wait_appended(last_seq, self.settings.poll_s)
-                continue
-            batch = await self.publish_records(records)
-            await self.wait_acked(batch)
-            if batch.refused is not None:
-                self.stats.retries += 1
-                self._set_error(
-                    f"broker refused records {records[0].seq}..{batch.last_seq} ({batch.refused}); "
-                    "check the topic ACL for this client"
-                )
-                await asyncio.sleep(refusals.next_delay())
-                continue
-            refusals.reset()
-            await self._ledger.ack(self.name, batch.last_seq)
-            self.stats.acked += batch.count
-            self.stats.backlog = await self._ledger.backlog(self.name)
+        finally:
+            reader.close()
+
+    async def _ack_done(self, pending: collections.deque[_Batch]) -> None:
+        """Move the cursor over the leading batches that are fully acknowledged."""
+        upto, count = 0, 0
+        while pending and not pending[0].waiting and pending[0].refused is None:
+            batch = pending.popleft()
+            upto, count = batch.last_seq, count + batch.count
+        if upto:
+            await self._ledger.ack(self.name, upto)
+            backlog = await self._ledger.backlog(self.name)
+            self.stats.acked += count
+            self.stats.backlog = backlog
+
+
+class ReadAhead:
+    """Reads records after any seq (not only after the cursor), skipping parked ones."""
+
+    def __init__(self, path: Path, uplink: str) -> None:
+        self._conn = ledger_connect(path, writer=False)
+        self._uplink = uplink
+
+    async def after(self, seq: int, limit: int) -> list[StoredRecord]:
+        return await asyncio.to_thread(
+            ledger_reader.read_batch, self._conn, self._uplink, seq, limit, None
+        )
+
+    def close(self) -> None:
+        self._conn.close()

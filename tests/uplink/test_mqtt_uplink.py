@@ -181,6 +181,11 @@ async def test_delivery_over_tls_with_checkpoint_and_status(
             assert [r["seq"] for r in b["records"]] == sorted(r["seq"] for r in b["records"])
             assert all(r["kind"] == b["kind"] for r in b["records"])
         assert sub.last("/status") == b"online"
+
+        async def counted() -> bool:
+            return uplink.stats.acked == 120
+
+        await until(counted, "the stats to count the last acknowledgement")
         assert (uplink.stats.sent, uplink.stats.acked, uplink.stats.backlog) == (120, 120, 0)
         running.pop().cancel()
         await asyncio.sleep(0)
@@ -318,7 +323,11 @@ async def test_outage_backlog_of_100000_drained_in_order(
         await until(all_arrived, f"{total} records at the consumer")
         seqs = [r["seq"] for r in sub.records()]
         assert seqs == list(range(1, total + 1))  # one kind, one topic: strictly in order
-        assert uplink.stats.backlog == 0 and uplink.stats.acked == total
+
+        async def counted() -> bool:
+            return uplink.stats.acked == total and uplink.stats.backlog == 0
+
+        await until(counted, "the stats to count every acknowledgement")
     finally:
         sub.close()
 
