@@ -389,7 +389,13 @@ class MqttUplink:
                 await self._connected.wait()
                 await self._ack_done(pending)
                 last_seq = self._ledger.last_seq
-                records = await reader.after(published, self.settings.batch_size)
+                # after a refusal, read no further: back off and resend from the cursor first
+                refusal_pending = any(b.refused is not None for b in pending)
+                records = (
+                    []
+                    if refusal_pending
+                    else await reader.after(published, self.settings.batch_size)
+                )
                 if records:
                     pending.append(await self.publish_records(records))
                     published = records[-1].seq

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -245,6 +246,51 @@ async def test_brokers_tried_in_turn_with_password(
         running.append(asyncio.create_task(uplink.run()))
         await cursor_at(ledger, 10)
         assert uplink.stats.connected
+    finally:
+        broker.stop()
+
+
+async def test_acl_refusal_holds_the_cursor_and_reads_no_further(
+    tmp_path: Path, ledger: Ledger, running: list[asyncio.Task[None]]
+) -> None:
+    """The broker refuses the record topics (ACL): whether it answers with an error PUBACK
+    (MQTT 5) or drops the connection (what mosquitto 2.0 does), the cursor stays and the
+    uplink backs off; once the ACL allows the topics (mosquitto reloads it on SIGHUP)
+    everything goes out, in order."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite evgw/{STATION}/status\n")
+    broker = make_broker(tmp_path, extra_conf=f"acl_file {acl}\n{as_user()}")
+    broker.start()
+    try:
+        for i in range(30):
+            await ledger.append(mixed(i))
+        uplink = MqttUplink(
+            settings(broker.port, None, batch_size=10, records_per_message=10), ledger
+        )
+        running.append(asyncio.create_task(uplink.run()))
+
+        async def refused_twice() -> bool:
+            return uplink.stats.retries >= 2
+
+        await until(refused_twice, "two refusals")
+        assert await ledger.cursor("mqtt") == 0
+        error = uplink.stats.last_error or ""
+        assert "check the topic ACL" in error or "disconnected" in error, error
+        assert uplink.stats.acked == 0
+        sub = Subscriber(broker.port, None)
+        try:
+            acl.write_text(f"topic readwrite evgw/{STATION}/#\n")
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGHUP)
+            await cursor_at(ledger, 30)
+
+            async def all_arrived() -> bool:
+                return len({r["seq"] for r in sub.records()}) >= 30
+
+            await until(all_arrived, "30 records at the consumer")
+            assert sorted({r["seq"] for r in sub.records()}) == list(range(1, 31))
+        finally:
+            sub.close()
     finally:
         broker.stop()
 
