@@ -77,6 +77,8 @@ def _fmt(value: Any) -> str:
         return f"{value:.1f}"
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
     return str(value)
 
 
@@ -86,7 +88,12 @@ def render(snapshot: dict[str, Any]) -> str:
         f"up {snapshot.get('uptime_s', 0):.0f} s",
         f"  {snapshot.get('status', '')}",
     ]
-    for title, key in (("connectors", "connectors"), ("uplinks", "uplinks")):
+    for title, key in (
+        ("connectors", "connectors"),
+        ("CAN buses", "can_buses"),
+        ("meters", "meters"),
+        ("uplinks", "uplinks"),
+    ):
         items = snapshot.get(key)
         if not items:
             continue
