@@ -11,6 +11,7 @@ what each platform received with it.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -381,31 +382,34 @@ def build_rig(directory: Path, n_connectors: int, sampling: str = DEFAULT_SAMPLI
     """
     directory.mkdir(parents=True, exist_ok=True)
     connectors = [connector_id(n) for n in range(1, n_connectors + 1)]
-    started: list[Any] = []
+    undo: list[Callable[[], None]] = []  # how to take down what started, if a later part fails
     try:
         pairs = []
         for n in range(1, n_connectors + 1):
             pairs.append(open_pty_pair(directory, f"can{n}"))
-            started.append(pairs[-1])
+            undo.append(pairs[-1].close)
         station = SimStation(
             [
                 SimConnector(cid, unit_id=n, pty=pair.a, energy_start_kwh=1000.0 * n)
                 for n, (cid, pair) in enumerate(zip(connectors, pairs, strict=True), 1)
             ]
         )
+        undo.append(station.stop)
         modbus_port = station.start()
-        started.append(station)
         cec = write_demo_secrets(directory)
         platform = start_platform(directory, cec)
-        started.append(platform)
-        # the consumer's session (subscription and queued messages) survives broker restarts
+        undo.append(platform.stop)
+        # the consumer's session (subscription and queued messages) survives broker restarts;
+        # as root, mosquitto would drop to a user that cannot write the test's folder
         broker = make_broker(
-            directory, f"persistence true\npersistence_location {directory.resolve()}/\n"
+            directory,
+            f"persistence true\npersistence_location {directory.resolve()}/\n"
+            f"user {getpass.getuser()}\n",
         )
+        undo.append(broker.stop)
         broker.start()
-        started.append(broker)
         consumer = MqttConsumer(broker.port, f"{TOPIC_PREFIX}/{STATION_ID}/#")
-        started.append(consumer)
+        undo.append(consumer.close)
         consumer.wait_subscribed()
         GatewayKey.generate().save(directory / "gateway.key")
         config = directory / "evgw.toml"
@@ -422,8 +426,8 @@ def build_rig(directory: Path, n_connectors: int, sampling: str = DEFAULT_SAMPLI
             "utf-8",
         )
     except BaseException:
-        for part in reversed(started):
-            part.close() if hasattr(part, "close") else part.stop()
+        for step in reversed(undo):
+            step()
         raise
     return Rig(
         directory=directory,
