@@ -129,6 +129,7 @@ class SimStation:
         self._adapters: dict[str, SlcanAdapter] = {}
         self._plays: list[concurrent.futures.Future[None]] = []
         self._halt = threading.Event()
+        self._winding_down = threading.Event()
         self._played: list[PlayedSession] = []
         self._lock = threading.Lock()
         self.modbus_port = 0
@@ -186,6 +187,11 @@ class SimStation:
                 )
             )
 
+    def wind_down(self) -> None:
+        """Let the sessions being played finish, start no new ones (for a run of fixed
+        duration: play more sessions than needed, then wind down)."""
+        self._winding_down.set()
+
     def wait(self, timeout_s: float) -> None:
         """Until every session given to :meth:`play` was played; re-raises a player's error."""
         deadline = time.monotonic() + timeout_s
@@ -218,8 +224,10 @@ class SimStation:
 
     async def _play_connector(self, connector_id: str, plans: list[SessionPlan]) -> None:
         for plan in plans:
+            if self._winding_down.is_set():
+                return
             await asyncio.sleep(plan.idle_before_s)
-            if self._halt.is_set():
+            if self._halt.is_set() or self._winding_down.is_set():
                 return
             await self._play_one(connector_id, plan)
 

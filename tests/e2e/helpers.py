@@ -156,12 +156,6 @@ class Agent:
 # --------------------------------------------------------------------------- MQTT consumer
 
 
-@dataclass
-class Arrival:
-    record: dict[str, Any]
-    topic_kind: str
-
-
 class MqttConsumer:
     """A durable QoS 1 consumer of ``{prefix}/{station}/#`` (session kept across restarts).
 
@@ -171,7 +165,7 @@ class MqttConsumer:
 
     def __init__(self, port: int, topic: str, client_id: str = "e2e-consumer") -> None:
         self.topic = topic
-        self.arrivals: list[Arrival] = []
+        self.arrivals: list[dict[str, Any]] = []
         self.checkpoints: dict[int, dict[str, Any]] = {}
         self.messages = 0
         self.bad_messages: list[str] = []
@@ -211,8 +205,13 @@ class MqttConsumer:
             return
         with self._lock:
             self.messages += 1
-            self.arrivals.extend(Arrival(r, kind) for r in records)
+            self.arrivals.extend(records)
             self.checkpoints[int(checkpoint["seq"])] = checkpoint
+            self.bad_messages.extend(
+                f"{message.topic}: record {r['id']} is a {r['kind']}"
+                for r in records
+                if r["kind"] != kind
+            )
 
     def wait_subscribed(self, timeout_s: float = 10.0) -> None:
         if not self._subscribed.wait(timeout_s):
@@ -224,15 +223,15 @@ class MqttConsumer:
         out = []
         with self._lock:
             arrivals = list(self.arrivals)
-        for a in arrivals:
-            if a.record["id"] not in seen:
-                seen.add(a.record["id"])
-                out.append(a.record)
+        for record in arrivals:
+            if record["id"] not in seen:
+                seen.add(record["id"])
+                out.append(record)
         return out
 
     def received_ids(self) -> set[str]:
         with self._lock:
-            return {a.record["id"] for a in self.arrivals}
+            return {r["id"] for r in self.arrivals}
 
     def copies(self) -> int:
         with self._lock:
@@ -522,6 +521,21 @@ def delivered_everywhere(rig: Rig) -> bool:
         return False
     pending = backlogs(rig.ledger_path)
     return set(pending) == {"mqtt", "cec"} and not any(pending.values())
+
+
+def wait_for_broker(rig: Rig, records: list[dict[str, Any]], timeout_s: float = 20.0) -> None:
+    """Until the consumer holds every record (the broker delivers the last ones after the
+    agent got its PUBACKs); the failure lists what is missing."""
+    ids = {r["id"]: r["kind"] for r in records}
+    deadline = time.monotonic() + timeout_s
+    while not rig.consumer.received_ids() >= set(ids):
+        if time.monotonic() > deadline:
+            missing = sorted(set(ids) - rig.consumer.received_ids())
+            raise AssertionError(
+                f"{len(missing)} records never reached the MQTT consumer: "
+                + ", ".join(f"{i} ({ids[i]})" for i in missing[:20])
+            )
+        time.sleep(0.2)
 
 
 def broker_copy_verifies(rig: Rig, last_seq: int) -> Report:

@@ -37,6 +37,7 @@ from tests.e2e.helpers import (
     ledger_records,
     orders,
     per_lane_order_violations,
+    wait_for_broker,
     wait_until,
 )
 
@@ -157,7 +158,7 @@ def check_everything(rig: Rig, chaos: Chaos, sessions: int) -> None:
 
     # nothing lost: the broker got every record, the receiver every record it takes
     ids = set(by_id)
-    wait_until(lambda: rig.consumer.received_ids() >= ids, 20, "the broker's last messages")
+    wait_for_broker(rig, records)
     assert rig.consumer.bad_messages == []
     assert rig.consumer.received_ids() == ids
     broker_copy_verifies(rig, records[-1]["seq"])

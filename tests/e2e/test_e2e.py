@@ -25,6 +25,7 @@ from tests.e2e.helpers import (
     export_and_verify,
     ledger_records,
     orders,
+    wait_for_broker,
     wait_until,
 )
 
@@ -89,7 +90,7 @@ def test_station_end_to_end(make_rig: Callable[..., Rig]) -> None:
 
     # MQTT: every record exactly once (a clean run resends nothing), and the broker's copy
     # alone rebuilds a chain that verifies with the gateway's key
-    wait_until(lambda: rig.consumer.received_ids() >= set(ids), 15, "the broker's last messages")
+    wait_for_broker(rig, records)
     assert rig.consumer.bad_messages == []
     assert rig.consumer.received_ids() == set(ids)
     assert rig.consumer.copies() == len(ids)
