@@ -24,6 +24,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -436,16 +437,23 @@ class MqttUplink:
 
 
 class ReadAhead:
-    """Reads records after any seq (not only after the cursor), skipping parked ones."""
+    """Reads records after any seq (not only after the cursor), skipping parked ones.
+
+    Reads run on a thread of its own. Cancelling an ``await`` of :meth:`after` does not stop
+    a read already running there, so :meth:`close` queues the connection's close behind it on
+    that same thread instead of closing it under the read's feet.
+    """
 
     def __init__(self, path: Path, uplink: str) -> None:
         self._conn = ledger_connect(path, writer=False)
         self._uplink = uplink
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{uplink}-read")
 
     async def after(self, seq: int, limit: int) -> list[StoredRecord]:
-        return await asyncio.to_thread(
-            ledger_reader.read_batch, self._conn, self._uplink, seq, limit, None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, ledger_reader.read_batch, self._conn, self._uplink, seq, limit, None
         )
 
     def close(self) -> None:
-        self._conn.close()
+        self._thread.submit(self._conn.close)
+        self._thread.shutdown(wait=False)

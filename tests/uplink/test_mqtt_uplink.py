@@ -540,3 +540,25 @@ def test_stored_record_round_trips_through_the_payload() -> None:
         and decoded["records"][0]["id"] == "g:1"
         and decoded["checkpoint"]["seq"] == 1
     )
+
+
+async def test_read_ahead_closes_only_after_a_cancelled_read(ledger: Ledger) -> None:
+    """A cancelled `after()` leaves its read running on the thread; closing the reader then
+    must not pull the connection from under it (that crashed the process with a segfault)."""
+    from agent.uplink.mqtt import ReadAhead
+
+    for i in range(3000):
+        ledger.append_nowait(mixed(i))
+    await ledger.flush()
+    for _ in range(20):
+        reader = ReadAhead(ledger.path, "mqtt")
+        task = asyncio.create_task(reader.after(0, 3000))
+        await asyncio.sleep(0.001)  # the read is running on the reader's thread
+        task.cancel()
+        reader.close()
+    reader = ReadAhead(ledger.path, "mqtt")
+    try:
+        records = await reader.after(0, 3000)
+    finally:
+        reader.close()
+    assert [r.seq for r in records] == list(range(1, 3001))
