@@ -119,15 +119,10 @@ async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
     results = []
     for i, bus in enumerate(config.can_buses):
         name = f"CAN {bus.connector_id}"
-        states: list[BusStateChanged] = []
-        events = 0
+        items: list[Any] = []
 
-        async def sink(item: Any, states: list[BusStateChanged] = states) -> None:
-            nonlocal events
-            if isinstance(item, BusStateChanged):
-                states.append(item)
-            else:
-                events += 1
+        async def sink(item: Any, items: list[Any] = items) -> None:
+            items.append(item)
 
         listener = CanListener(bus_spec(config, i), sink)
         task = asyncio.create_task(listener.run())
@@ -136,6 +131,8 @@ async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
         counts = listener.pipeline.counts
+        states = [item for item in items if isinstance(item, BusStateChanged)]
+        events = len(items) - len(states)
         opened = any(s.state == "open" for s in states)
         where = f"{bus.interface} {bus.channel}"
         if not opened:

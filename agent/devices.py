@@ -149,14 +149,14 @@ class Devices:
     async def run_meter_polls(self) -> None:
         """Poll every meter at its interval until cancelled; close the lines at the end."""
         scheduler = AsyncIOScheduler()
+        interval_s = {m.meter_id: m.poll_interval_s for m in self.config.meters}
         for poller in self.pollers:
             for meter_id in poller.meter_ids:
-                meter = next(m for m in self.config.meters if m.meter_id == meter_id)
                 scheduler.add_job(
                     self._poll,
                     "interval",
                     args=(poller, meter_id),
-                    seconds=meter.poll_interval_s,
+                    seconds=interval_s[meter_id],
                     next_run_time=datetime.datetime.now(datetime.UTC),
                     id=f"poll-{meter_id}",
                     max_instances=1,

@@ -41,6 +41,8 @@ class Component:
 
     name: str
     run: Callable[[], Awaitable[None]]
+    intake: bool = True
+    """Brings data in (drivers, station writer): stopped first at shutdown, before uplinks."""
 
 
 def lifecycle_event(config: Config, event: str, message: str, **details: Any) -> Record:
@@ -137,7 +139,7 @@ class Runtime:
     @property
     def intake_names(self) -> list[str]:
         """The components that bring data in (drivers, station): stopped first at shutdown."""
-        return [c.name for c in self.components if not c.name.startswith("uplink-")]
+        return [c.name for c in self.components if c.intake]
 
     async def finish_intake(self) -> None:
         """After the intake stopped: write what the station model still holds, record the stop."""
@@ -170,7 +172,7 @@ def build_components(runtime: Runtime) -> list[Component]:
         components.append(Component("can-activity", devices.run_bus_activity))
     if devices.pollers:
         components.append(Component("meters", devices.run_meter_polls))
-    components += [Component(f"uplink-{u.name}", u.run) for u in runtime.uplinks]
+    components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
 
 
