@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO))
 
 import cantools  # noqa: E402
 
+from drivers.gbt27930.decode import decode  # noqa: E402
 from drivers.gbt27930.frames import Frame, FrameKind, classify  # noqa: E402
-from drivers.gbt27930.messages import SPECS, decode  # noqa: E402
+from drivers.gbt27930.messages import SPECS  # noqa: E402
 from drivers.gbt27930.pipeline import Pipeline  # noqa: E402
 from drivers.gbt27930.replay import read_frames  # noqa: E402
 

@@ -18,10 +18,15 @@ from typing import Any, TextIO
 from agent.errors import UserError
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
 from drivers.gbt27930.events import BmsEvent, ChargingSample, SessionClosed
-from drivers.gbt27930.messages import to_fields
 from drivers.gbt27930.pipeline import Decoded
 from drivers.gbt27930.replay import ReplayError, read_frames, run_frames, supported_suffixes
-from drivers.gbt27930.report import direction, message_record, pipeline_record, session_record
+from drivers.gbt27930.report import (
+    direction,
+    message_record,
+    pipeline_record,
+    session_record,
+    to_fields,
+)
 
 FORMATS = ("jsonl", "table", "summary")
 

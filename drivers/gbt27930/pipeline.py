@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from drivers.gbt27930.decode import decode
 from drivers.gbt27930.events import BmsEvent
 from drivers.gbt27930.frames import (
     BMS_ADDR,
@@ -20,7 +21,7 @@ from drivers.gbt27930.frames import (
     PF_TP_CM,
     PF_TP_DT,
 )
-from drivers.gbt27930.messages import SPECS, Message, decode
+from drivers.gbt27930.messages import SPECS, Message
 from drivers.gbt27930.session import Tracker, TrackerConfig
 from drivers.gbt27930.tp import Reassembler, TpTimers
 

@@ -3,12 +3,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from enum import Enum
 from typing import Any
 
 from drivers.gbt27930.events import SessionSummary, Stat
 from drivers.gbt27930.frames import BMS_ADDR, CHARGER_ADDR
-from drivers.gbt27930.messages import active_codes, to_fields
+from drivers.gbt27930.messages import Message, active_codes
 from drivers.gbt27930.pipeline import Decoded, Pipeline
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.name
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    return v
+
+
+def to_fields(msg: Message) -> dict[str, Any]:
+    """The message as plain JSON-ready data: enumerations by name, bytes as hex."""
+    skip = ("raw", "flags")
+    out = {f: _jsonable(getattr(msg, f)) for f in msg.__struct_fields__ if f not in skip}
+    if msg.flags:
+        out["flags"] = list(msg.flags)
+    out["raw"] = msg.raw.hex()
+    return out
 
 
 def message_record(d: Decoded) -> dict[str, Any]:
@@ -27,7 +51,7 @@ def _stat(s: Stat | None) -> dict[str, float] | None:
     return None if s is None else {"min": s.min, "max": s.max, "last": s.last}
 
 
-def _fields(msg: Any) -> dict[str, Any] | None:
+def _fields(msg: Message | None) -> dict[str, Any] | None:
     return None if msg is None else to_fields(msg)
 
 

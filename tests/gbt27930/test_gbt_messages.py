@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from drivers.gbt27930.decode import decode
 from drivers.gbt27930.enums import (
     BatteryType,
     ChargeMode,
@@ -23,10 +24,9 @@ from drivers.gbt27930.messages import (
     Diagnostic,
     Unknown,
     active_codes,
-    decode,
-    to_fields,
     untrusted_codes,
 )
+from drivers.gbt27930.report import to_fields
 
 H = bytes.fromhex
 BRM_49 = H(

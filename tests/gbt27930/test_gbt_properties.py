@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drivers.gbt27930.decode import decode
 from drivers.gbt27930.frames import make_id
-from drivers.gbt27930.messages import SPECS, Message, decode
+from drivers.gbt27930.messages import SPECS, Message
 from drivers.gbt27930.pipeline import Pipeline
 from drivers.gbt27930.replay import read_frames, run_frames
 from drivers.gbt27930.report import session_record

@@ -3,6 +3,7 @@ values and stop initiators, driven with a fake clock."""
 
 from __future__ import annotations
 
+from drivers.gbt27930.decode import decode
 from drivers.gbt27930.enums import Status2
 from drivers.gbt27930.events import (
     ChargingPaused,
@@ -15,7 +16,6 @@ from drivers.gbt27930.events import (
     SessionStarted,
     StopRequested,
 )
-from drivers.gbt27930.messages import decode
 from drivers.gbt27930.session import Tracker, TrackerConfig
 
 H = bytes.fromhex
