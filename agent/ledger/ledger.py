@@ -416,6 +416,19 @@ class Ledger:
         after = await self.cursor(uplink)
         return await self._read(reader.read_batch, uplink, after, limit, kinds)
 
+    async def read_after(
+        self,
+        seq: int,
+        limit: int,
+        *,
+        uplink: str = "",
+        kinds: Collection[str] | None = None,
+    ) -> list[StoredRecord]:
+        """Up to ``limit`` records with a seq above ``seq``, by seq — not only after a cursor,
+        so an uplink can read ahead of the records still in flight. With ``uplink``, records
+        parked for it are left out. Runs on the ledger's reader thread (own connection)."""
+        return await self._read(reader.read_batch, uplink, seq, limit, kinds)
+
     async def backlog(self, uplink: str) -> int:
         """How many records after ``uplink``'s cursor wait for it (parked ones excluded)."""
         after = await self.cursor(uplink)

@@ -24,7 +24,6 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,8 +35,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.ledger import reader as ledger_reader
-from agent.ledger.store import connect as ledger_connect
 from agent.records import StoredRecord
 from agent.uplink.base import UplinkStats
 from agent.uplink.mqtt_commands import CommandHandler
@@ -377,51 +374,49 @@ class MqttUplink:
     async def _pump(self) -> None:
         """Read ahead of the cursor while earlier batches wait for their PUBACKs.
 
-        Batches are read after the last *published* seq (on a read connection of our own),
+        Batches are read after the last *published* seq (`Ledger.read_after`),
         so reading, encoding and the network overlap; the cursor moves over a batch once it
         and every batch before it are acknowledged.
         """
-        reader = ReadAhead(self._ledger.path, self.name)
         pending: collections.deque[_Batch] = collections.deque()
         refusals = RetryState(Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s))
         published = await self._ledger.cursor(self.name)
-        try:
-            while True:
-                await self._connected.wait()
-                await self._ack_done(pending)
-                last_seq = self._ledger.last_seq
-                # after a refusal, read no further: back off and resend from the cursor first
-                refusal_pending = any(b.refused is not None for b in pending)
-                records = (
-                    []
-                    if refusal_pending
-                    else await reader.after(published, self.settings.batch_size)
+        while True:
+            await self._connected.wait()
+            await self._ack_done(pending)
+            last_seq = self._ledger.last_seq
+            # after a refusal, read no further: back off and resend from the cursor first
+            refusal_pending = any(b.refused is not None for b in pending)
+            records = (
+                []
+                if refusal_pending
+                else await self._ledger.read_after(
+                    published, self.settings.batch_size, uplink=self.name
                 )
-                if records:
-                    pending.append(await self.publish_records(records))
-                    published = records[-1].seq
-                    continue
-                if pending:  # nothing new: let the batches in flight finish
-                    for batch in pending:
-                        await self.wait_acked(batch)
-                    refused = next((b for b in pending if b.refused is not None), None)
-                    await self._ack_done(pending)
-                    if refused is not None:
-                        pending.clear()
-                        self.stats.retries += 1
-                        self._set_error(
-                            f"broker refused records up to seq {refused.last_seq} "
-                            f"({refused.refused}); check the topic ACL for this client"
-                        )
-                        await asyncio.sleep(refusals.next_delay())
-                        published = await self._ledger.cursor(self.name)
-                    else:
-                        refusals.reset()
-                    continue
-                self.stats.backlog = 0
-                await self._ledger.wait_appended(last_seq, self.settings.poll_s)
-        finally:
-            reader.close()
+            )
+            if records:
+                pending.append(await self.publish_records(records))
+                published = records[-1].seq
+                continue
+            if pending:  # nothing new: let the batches in flight finish
+                for batch in pending:
+                    await self.wait_acked(batch)
+                refused = next((b for b in pending if b.refused is not None), None)
+                await self._ack_done(pending)
+                if refused is not None:
+                    pending.clear()
+                    self.stats.retries += 1
+                    self._set_error(
+                        f"broker refused records up to seq {refused.last_seq} "
+                        f"({refused.refused}); check the topic ACL for this client"
+                    )
+                    await asyncio.sleep(refusals.next_delay())
+                    published = await self._ledger.cursor(self.name)
+                else:
+                    refusals.reset()
+                continue
+            self.stats.backlog = 0
+            await self._ledger.wait_appended(last_seq, self.settings.poll_s)
 
     async def _ack_done(self, pending: collections.deque[_Batch]) -> None:
         """Move the cursor over the leading batches that are fully acknowledged."""
@@ -434,26 +429,3 @@ class MqttUplink:
             backlog = await self._ledger.backlog(self.name)
             self.stats.acked += count
             self.stats.backlog = backlog
-
-
-class ReadAhead:
-    """Reads records after any seq (not only after the cursor), skipping parked ones.
-
-    Reads run on a thread of its own. Cancelling an ``await`` of :meth:`after` does not stop
-    a read already running there, so :meth:`close` queues the connection's close behind it on
-    that same thread instead of closing it under the read's feet.
-    """
-
-    def __init__(self, path: Path, uplink: str) -> None:
-        self._conn = ledger_connect(path, writer=False)
-        self._uplink = uplink
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{uplink}-read")
-
-    async def after(self, seq: int, limit: int) -> list[StoredRecord]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._thread, ledger_reader.read_batch, self._conn, self._uplink, seq, limit, None
-        )
-
-    def close(self) -> None:
-        self._thread.submit(self._conn.close)
-        self._thread.shutdown(wait=False)

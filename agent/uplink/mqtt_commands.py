@@ -21,21 +21,17 @@ without moving the cursor).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
 from agent.errors import UserError
 from agent.ledger import PublicKey
-from agent.ledger import reader as ledger_reader
-from agent.ledger.store import connect as ledger_connect
 from agent.records import StoredRecord, canonical_json, parse_iso_ts
 from agent.uplink.base import UplinkStats
 
@@ -102,15 +98,6 @@ def command_payload(
     return canonical_json(
         {"cmd": name, "station_id": station_id, "id": command_id, "ts": ts, "args": args}
     )
-
-
-def read_from(path: Path, from_seq: int, limit: int) -> list[StoredRecord]:
-    """Records with ``seq >= from_seq`` straight from the ledger file (own read connection)."""
-    conn = ledger_connect(path, writer=False)
-    try:
-        return ledger_reader.read_batch(conn, "", from_seq - 1, limit, None)
-    finally:
-        conn.close()
 
 
 class CommandHandler:
@@ -232,9 +219,7 @@ class CommandHandler:
         assert isinstance(args, _ResendArgs)
         if args.from_seq < 1 or args.from_seq > ledger.last_seq:
             raise _Refused(f"from_seq {args.from_seq} outside 1..{ledger.last_seq}")
-        records = await asyncio.to_thread(
-            read_from, ledger.path, args.from_seq, _bounded(args.limit)
-        )
+        records = await ledger.read_after(args.from_seq - 1, _bounded(args.limit))
         if records:
             await self._uplink.publish_records(records)
         return {

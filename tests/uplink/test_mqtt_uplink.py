@@ -47,6 +47,21 @@ def tls_conf(pki: Pki, directory: Path, persistent: bool = False) -> str:
 
 
 @pytest.fixture
+def persistent_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A plain broker that keeps sessions across its restart, as an operator's broker does
+    (without it the consumer's subscription dies with the broker and what the uplink
+    publishes before the consumer reconnects is dropped)."""
+    broker = make_broker(
+        tmp_path,
+        extra_conf=f"{as_user()}persistence true\npersistence_location {tmp_path}/\n"
+        "autosave_interval 3600\n",
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
     broker = make_broker(tmp_path, extra_conf=tls_conf(pki, tmp_path, persistent=True))
     broker.start()
@@ -344,14 +359,14 @@ async def test_broker_restart_mid_stream_loses_nothing(
 
 
 async def test_outage_backlog_of_100000_drained_in_order(
-    broker: Broker, ledger: Ledger, running: list[asyncio.Task[None]]
+    persistent_broker: Broker, ledger: Ledger, running: list[asyncio.Task[None]]
 ) -> None:
     total = 100_000
-    sub = Subscriber(broker.port, None)
+    sub = Subscriber(persistent_broker.port, None)
     try:
         await asyncio.sleep(0.2)  # the consumer's persistent subscription is in place
-        await asyncio.to_thread(broker.stop)  # the outage starts
-        conf = settings(broker.port, None, batch_size=5000, records_per_message=1000)
+        await asyncio.to_thread(persistent_broker.stop)  # the outage starts
+        conf = settings(persistent_broker.port, None, batch_size=5000, records_per_message=1000)
         uplink = MqttUplink(conf, ledger)
         running.append(asyncio.create_task(uplink.run()))
         for i in range(total):
@@ -360,7 +375,7 @@ async def test_outage_backlog_of_100000_drained_in_order(
             )
         await ledger.flush()
         assert await ledger.cursor("mqtt") == 0 and not uplink.stats.connected
-        await asyncio.to_thread(broker.start)  # the outage ends
+        await asyncio.to_thread(persistent_broker.start)  # the outage ends
         await cursor_at(ledger, total)
 
         async def all_arrived() -> bool:
@@ -543,22 +558,15 @@ def test_stored_record_round_trips_through_the_payload() -> None:
 
 
 async def test_read_ahead_closes_only_after_a_cancelled_read(ledger: Ledger) -> None:
-    """A cancelled `after()` leaves its read running on the thread; closing the reader then
-    must not pull the connection from under it (that crashed the process with a segfault)."""
-    from agent.uplink.mqtt import ReadAhead
-
+    """A cancelled `read_after()` leaves its read running on the reader thread; the next
+    reads and closing the ledger then must not pull the connection from under it (that
+    crashed the process with a segfault when the read-ahead had a connection of its own)."""
     for i in range(3000):
         ledger.append_nowait(mixed(i))
     await ledger.flush()
     for _ in range(20):
-        reader = ReadAhead(ledger.path, "mqtt")
-        task = asyncio.create_task(reader.after(0, 3000))
+        task = asyncio.create_task(ledger.read_after(0, 3000, uplink="mqtt"))
         await asyncio.sleep(0.001)  # the read is running on the reader's thread
         task.cancel()
-        reader.close()
-    reader = ReadAhead(ledger.path, "mqtt")
-    try:
-        records = await reader.after(0, 3000)
-    finally:
-        reader.close()
+    records = await ledger.read_after(0, 3000, uplink="mqtt")
     assert [r.seq for r in records] == list(range(1, 3001))
