@@ -26,7 +26,7 @@ import can
 
 from drivers.gbt27930.events import BmsEvent
 from drivers.gbt27930.pipeline import Decoded, Pipeline
-from drivers.gbt27930.session import TrackerConfig
+from drivers.gbt27930.tracker import TrackerConfig
 
 #: python-can options that open an interface without taking part in the bus (no ACK, no frames)
 LISTEN_ONLY_OPTIONS: dict[str, dict[str, Any]] = {

@@ -141,6 +141,7 @@ class SessionStarted(BmsEvent, frozen=True, kw_only=True):
     phase: Phase
     generation: str | None
     protocol_version: str | None  # the charger's (CHM) when the session opens with a handshake
+    joined_late: bool = False  # opened by a message that belongs after the handshake
 
 
 class PhaseChanged(BmsEvent, frozen=True, kw_only=True):

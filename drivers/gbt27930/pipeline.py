@@ -22,8 +22,8 @@ from drivers.gbt27930.frames import (
     PF_TP_DT,
 )
 from drivers.gbt27930.messages import SPECS, Message
-from drivers.gbt27930.session import Tracker, TrackerConfig
 from drivers.gbt27930.tp import Reassembler, TpTimers
+from drivers.gbt27930.tracker import Tracker, TrackerConfig
 
 #: how many distinct foreign identifiers are counted one by one (then as "other")
 MAX_FOREIGN_IDS = 64

@@ -9,7 +9,7 @@ from typing import Any
 
 from drivers.gbt27930.events import SessionSummary, Stat
 from drivers.gbt27930.frames import BMS_ADDR, CHARGER_ADDR
-from drivers.gbt27930.messages import Message, active_codes
+from drivers.gbt27930.messages import BRM, Message, active_codes
 from drivers.gbt27930.pipeline import Decoded, Pipeline
 
 
@@ -55,26 +55,27 @@ def _fields(msg: Message | None) -> dict[str, Any] | None:
     return None if msg is None else to_fields(msg)
 
 
-def session_record(s: SessionSummary) -> dict[str, Any]:
-    """One session of the ``summary`` format."""
-    brm = s.brm
-    vehicle = None
-    if brm is not None:
-        vehicle = {
-            "vin": brm.vin,
-            "battery_type_code": brm.battery_type_code,
-            "battery_type": None if brm.battery_type is None else brm.battery_type.name,
-            "rated_capacity_ah": brm.rated_capacity_ah,
-            "rated_voltage_v": brm.rated_total_voltage_v,
-            "manufacturer": brm.battery_manufacturer,
-            "manufacturer_raw": None
-            if brm.battery_manufacturer_raw is None
-            else brm.battery_manufacturer_raw.hex(),
-            "charge_count": brm.pack_charge_count,
-            "production_year": brm.production_year,
-            "bms_protocol_version": brm.bms_protocol_version,
-            "flags": list(brm.flags),
-        }
+def _vehicle(brm: BRM | None) -> dict[str, Any] | None:
+    if brm is None:
+        return None
+    return {
+        "vin": brm.vin,
+        "battery_type_code": brm.battery_type_code,
+        "battery_type": None if brm.battery_type is None else brm.battery_type.name,
+        "rated_capacity_ah": brm.rated_capacity_ah,
+        "rated_voltage_v": brm.rated_total_voltage_v,
+        "manufacturer": brm.battery_manufacturer,
+        "manufacturer_raw": None
+        if brm.battery_manufacturer_raw is None
+        else brm.battery_manufacturer_raw.hex(),
+        "charge_count": brm.pack_charge_count,
+        "production_year": brm.production_year,
+        "bms_protocol_version": brm.bms_protocol_version,
+        "flags": list(brm.flags),
+    }
+
+
+def _charger(s: SessionSummary) -> dict[str, Any]:
     charger: dict[str, Any] = {
         "charger_number": s.charger_number,
         "region_code": s.charger_region_code,
@@ -84,17 +85,25 @@ def session_record(s: SessionSummary) -> dict[str, Any]:
         cml = to_fields(s.cml)
         cml.pop("raw", None)
         charger.update(cml)
+    return charger
+
+
+def _stop(s: SessionSummary) -> dict[str, Any] | None:
+    if s.stop_initiator is None:
+        return None
+    return {
+        "initiator": s.stop_initiator,
+        "bst": None if s.bst is None else list(active_codes(s.bst)),
+        "cst": None if s.cst is None else list(active_codes(s.cst)),
+        "initiator_conflict": "initiator_conflict" in s.flags,
+    }
+
+
+def session_record(s: SessionSummary) -> dict[str, Any]:
+    """One session of the ``summary`` format."""
     limits = _fields(s.bcp)
     if limits is not None:
         limits.pop("raw", None)
-    stop = None
-    if s.stop_initiator is not None:
-        stop = {
-            "initiator": s.stop_initiator,
-            "bst": None if s.bst is None else list(active_codes(s.bst)),
-            "cst": None if s.cst is None else list(active_codes(s.cst)),
-            "initiator_conflict": "initiator_conflict" in s.flags,
-        }
     return {
         "session_id": s.session_id,
         "connector_id": s.connector_id,
@@ -104,9 +113,9 @@ def session_record(s: SessionSummary) -> dict[str, Any]:
         "end_ts": s.end_ts,
         "end_reason": s.end_reason,
         "phases": [{"phase": p.phase.value, "ts": p.ts, "reason": p.reason} for p in s.phases],
-        "vehicle": vehicle,
+        "vehicle": _vehicle(s.brm),
         "limits": limits,
-        "charger": charger,
+        "charger": _charger(s),
         "bms_ready_ts": s.bms_ready_ts,
         "charging_started_ts": s.charging_started_ts,
         "soc_start_pct": s.soc_start_pct,
@@ -118,7 +127,7 @@ def session_record(s: SessionSummary) -> dict[str, Any]:
         "cell_voltage_v": _stat(s.cell_voltage_v),
         "temperature_c": _stat(s.temperature_c),
         "stop_ts": s.stop_ts,
-        "stop_reason": stop,
+        "stop_reason": _stop(s),
         "energy_kwh": None if s.csd is None else s.csd.output_energy_kwh,
         "charge_minutes": None if s.csd is None else s.csd.cumulative_charge_time_min,
         "bsd": _fields(s.bsd),

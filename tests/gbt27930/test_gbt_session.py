@@ -16,7 +16,7 @@ from drivers.gbt27930.events import (
     SessionStarted,
     StopRequested,
 )
-from drivers.gbt27930.session import Tracker, TrackerConfig
+from drivers.gbt27930.tracker import Tracker, TrackerConfig
 
 H = bytes.fromhex
 BRM_V10 = H("000100030F05400E") + b"\xff" * 16 + b"LGBH52E0XAY123456"
