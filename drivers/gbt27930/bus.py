@@ -9,6 +9,10 @@ socketcan the mode is a property of the kernel interface (``ip link set can0 typ
 A reader thread blocks in ``recv`` and hands batches of frames to the asyncio loop, which runs
 the pipeline and passes decoded events to the sink. Bus errors and a vanished adapter end the
 thread; the listener reports the bus state, closes the bus and reopens it with backoff.
+
+Time has one source: the listener's ``clock`` (UTC wall clock by default). The reader thread
+stamps each frame once, as it is received; ticks, state changes and the end of input read the
+same clock. The interface's own timestamps (often a monotonic or device clock) are not used.
 """
 
 from __future__ import annotations
@@ -131,7 +135,8 @@ def open_receive_only(spec: BusSpec) -> tuple[_ReceiveOnly, bool | None]:
 
 class CanListener:
     """Listens to one connector's bus and feeds the sink with events (and decoded messages when
-    ``messages=True``). ``run()`` returns after ``stop()``; cancelling it works as well."""
+    ``messages=True``). ``run()`` returns after ``stop()``; cancelling it works as well.
+    ``clock`` stamps every frame as it is received and drives the ticks (one time base)."""
 
     def __init__(
         self,
@@ -156,7 +161,7 @@ class CanListener:
         self.frames_dropped = 0
         self._max_backlog = max_backlog
         self._stop = threading.Event()
-        self._inbox: deque[can.Message] = deque()
+        self._inbox: deque[tuple[float, can.Message]] = deque()
         self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._stopped_async: asyncio.Event | None = None
@@ -207,7 +212,7 @@ class CanListener:
         """Run the reader thread until it fails or ``stop()``; returns the error, if any."""
         assert self._wake is not None and self._loop is not None
         failure: list[str] = []
-        loop, wake = self._loop, self._wake
+        loop, wake, clock = self._loop, self._wake, self.clock
 
         def reader() -> None:
             while not self._stop.is_set():
@@ -218,12 +223,13 @@ class CanListener:
                     break
                 if msg is None:
                     continue
+                received_ts = clock()  # the frame's one timestamp, where it enters
                 with self._lock:
                     if len(self._inbox) >= self._max_backlog:
                         self.frames_dropped += 1
                         continue
                     first = not self._inbox
-                    self._inbox.append(msg)
+                    self._inbox.append((received_ts, msg))
                 if first and not loop.is_closed():
                     loop.call_soon_threadsafe(wake.set)
             if not loop.is_closed():
@@ -256,9 +262,9 @@ class CanListener:
             batch = list(self._inbox)
             self._inbox.clear()
         feed = self.pipeline.feed
-        for msg in batch:
+        for received_ts, msg in batch:
             for item in feed(
-                msg.timestamp,
+                received_ts,
                 msg.arbitration_id,
                 bytes(msg.data),
                 is_extended=msg.is_extended_id,

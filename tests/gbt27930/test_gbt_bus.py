@@ -14,7 +14,13 @@ import can
 
 from drivers.gbt27930 import bus as bus_module
 from drivers.gbt27930.bus import Backoff, BusSpec, BusStateChanged, CanListener, open_options
-from drivers.gbt27930.events import SessionClosed, SessionEnded, VehicleIdentified
+from drivers.gbt27930.events import (
+    ChargingSample,
+    CommunicationLost,
+    SessionClosed,
+    SessionEnded,
+    VehicleIdentified,
+)
 from drivers.gbt27930.pipeline import Decoded
 from drivers.gbt27930.report import session_record
 from sim.charging import SimOptions, generate, play
@@ -89,6 +95,66 @@ async def test_virtual_bus_session_and_nothing_transmitted() -> None:
     assert s["energy_kwh"] == session.expected.energy_kwh
     assert any(isinstance(i, Decoded) and i.name == "BCS" for i in items)
     assert isinstance(items[-1], BusStateChanged) and items[-1].state == "closed"
+
+
+class SteppingClock:
+    """A fake wall clock far from the real one: every reading advances it by 1 ms, and the test
+    can jump it forward. Read from the listener's reader thread and from the loop."""
+
+    def __init__(self, start_s: float = 5_000.0) -> None:
+        self.now_s = start_s
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.now_s += 0.001
+            return self.now_s
+
+    def jump(self, seconds: float) -> float:
+        with self._lock:
+            self.now_s += seconds
+            return self.now_s
+
+
+async def test_frames_and_ticks_share_the_listeners_clock() -> None:
+    """Each frame is stamped once with the injected clock as it arrives (not with the
+    interface's timestamp), so silence measured by the listener's ticks on that same clock
+    closes the session: the bus goes quiet mid-charge and the clock jumps 20 s."""
+    channel = f"gbt-{uuid.uuid4().hex}"
+    session = generate(options=SimOptions(soc_speedup=400, foreign_frames=False))
+    charging_from = session.curve[0].ts
+    frames = [f for f in session.frames if f.ts < charging_from + 3.0]
+    clock = SteppingClock()
+    queue: asyncio.Queue = asyncio.Queue()
+    spec = BusSpec("virtual", channel, connector_id="A1")
+    listener = CanListener(spec, queue, messages=True, clock=clock)
+    sender = can.Bus(interface="virtual", channel=channel)
+    task = asyncio.create_task(listener.run())
+    try:
+        await collect_until(queue, BusStateChanged)
+        await play(frames, sender, speed=0)
+        items = await collect_until(queue, ChargingSample)
+        while listener.pipeline.counts.total < len(frames):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the last batch reaches the queue
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        jumped_to = clock.jump(20.0)
+        items += await collect_until(queue, SessionClosed)
+        listener.stop()
+        await task
+    finally:
+        listener.stop()
+        sender.shutdown()
+    decoded = [i.ts for i in items if isinstance(i, Decoded)]
+    assert len(decoded) == listener.pipeline.counts.gbt + listener.pipeline.reassembler.completed
+    assert all(5_000.0 < ts < jumped_to for ts in decoded)
+    assert decoded == sorted(decoded) and len(set(decoded)) == len(decoded)
+    (lost,) = [i for i in items if isinstance(i, CommunicationLost)]
+    assert lost.last_frame_ts == decoded[-1] and lost.ts > jumped_to
+    (closed,) = [i for i in items if isinstance(i, SessionClosed)]
+    assert closed.end_reason == "lost" and closed.summary.end_ts == decoded[-1]
+    assert closed.summary.start_ts == decoded[0]
 
 
 async def test_slcan_over_socat_end_to_end(tmp_path: Path) -> None:
