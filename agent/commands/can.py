@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 from collections import Counter
-from typing import Any, TextIO
+from typing import Any
 
 from agent.errors import UserError
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
@@ -27,6 +27,7 @@ from drivers.gbt27930.report import (
     session_record,
     to_fields,
 )
+from drivers.gbt27930.report import write_digest as _digest
 
 FORMATS = ("jsonl", "table", "summary")
 
@@ -91,24 +92,6 @@ def _brief(fields: dict[str, Any]) -> str:
 
 def _table_line(d: Decoded, t0: float) -> str:
     return f"{d.ts - t0:10.3f}  {direction(d.sa)}  {d.name:<7} {_brief(to_fields(d.message))}"
-
-
-def _digest(s: dict[str, Any], out: TextIO) -> None:
-    v = s["vehicle"] or {}
-    stop = s["stop_reason"] or {}
-    out.write(
-        f"session {s['session_id']}: protocol {s['protocol_version']}, "
-        f"end {s['end_reason']}, {s['end_ts'] - s['start_ts']:.1f} s\n"
-        f"  vehicle: VIN {v.get('vin')}, {v.get('battery_type')}, "
-        f"{v.get('rated_capacity_ah')} Ah, {v.get('rated_voltage_v')} V\n"
-        f"  SOC {s['soc_start_pct']} → {s['soc_end_pct']} %, energy {s['energy_kwh']} kWh, "
-        f"{s['charge_minutes']} min\n"
-        f"  stop: {stop.get('initiator')} (BST {stop.get('bst')}, CST {stop.get('cst')})\n"
-    )
-    if s["errors"] or s["timeouts"]:
-        out.write(f"  errors: {s['errors']}  timeouts: {s['timeouts']}\n")
-    if s["flags"]:
-        out.write(f"  flags: {', '.join(s['flags'])}\n")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

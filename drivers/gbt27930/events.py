@@ -127,6 +127,9 @@ class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
     untrusted_values: int
     flags: tuple[str, ...]
     message_counts: dict[str, int]
+    #: every frame of the session carried one timestamp (an exporter that stamps a whole file
+    #: once): ``end_ts - start_ts`` is no duration, and samples were taken per message cycle
+    timestamps_constant: bool = False
 
 
 class BmsEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,7 +174,9 @@ class ChargingStarted(BmsEvent, frozen=True, kw_only=True):
 
 class ChargingSample(BmsEvent, frozen=True, kw_only=True):
     """The latest BCL + BCS + BSM + CCS merged (plus BMV/BMT when present), at most once per
-    ``sample_interval_s``. Untrusted BSM status codes are replaced by the last trusted value."""
+    ``sample_interval_s``; once per message cycle (``timestamps_constant``) while every frame of
+    the session carried the same timestamp. Untrusted BSM status codes are replaced by the last
+    trusted value."""
 
     voltage_demand_v: float | None
     current_demand_a: float | None
@@ -200,6 +205,7 @@ class ChargingSample(BmsEvent, frozen=True, kw_only=True):
     ccs: CCS | None
     bmv: BMV | None
     bmt: BMT | None
+    timestamps_constant: bool = False
 
 
 class ChargingPaused(BmsEvent, frozen=True, kw_only=True):

@@ -1,11 +1,12 @@
-"""Plain-data (JSON-ready) views of decoded traffic and session summaries, used by
-``evgw can decode`` and by anyone who wants the same shapes (tests, tools)."""
+"""Plain-data (JSON-ready) views of decoded traffic and session summaries, and the readable
+session digest, used by ``evgw can decode`` and by anyone who wants the same shapes (tests,
+tools)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
-from typing import Any
+from typing import Any, TextIO
 
 from drivers.gbt27930.events import SessionSummary, Stat
 from drivers.gbt27930.frames import BMS_ADDR, CHARGER_ADDR
@@ -111,6 +112,9 @@ def session_record(s: SessionSummary) -> dict[str, Any]:
         "generation": s.generation,
         "start_ts": s.start_ts,
         "end_ts": s.end_ts,
+        # one timestamp for the whole session: no duration can be measured
+        "duration_s": None if s.timestamps_constant else round(s.end_ts - s.start_ts, 6),
+        "timestamps_constant": s.timestamps_constant,
         "end_reason": s.end_reason,
         "phases": [{"phase": p.phase.value, "ts": p.ts, "reason": p.reason} for p in s.phases],
         "vehicle": _vehicle(s.brm),
@@ -150,6 +154,27 @@ def session_record(s: SessionSummary) -> dict[str, Any]:
         "flags": list(s.flags),
         "message_counts": dict(sorted(s.message_counts.items())),
     }
+
+
+def write_digest(s: dict[str, Any], out: TextIO) -> None:
+    """A few readable lines about one session (a :func:`session_record`)."""
+    v = s["vehicle"] or {}
+    stop = s["stop_reason"] or {}
+    duration = s["duration_s"]
+    length = "duration unknown (timestamps constant)" if duration is None else f"{duration:.1f} s"
+    out.write(
+        f"session {s['session_id']}: protocol {s['protocol_version']}, "
+        f"end {s['end_reason']}, {length}\n"
+        f"  vehicle: VIN {v.get('vin')}, {v.get('battery_type')}, "
+        f"{v.get('rated_capacity_ah')} Ah, {v.get('rated_voltage_v')} V\n"
+        f"  SOC {s['soc_start_pct']} → {s['soc_end_pct']} %, energy {s['energy_kwh']} kWh, "
+        f"{s['charge_minutes']} min\n"
+        f"  stop: {stop.get('initiator')} (BST {stop.get('bst')}, CST {stop.get('cst')})\n"
+    )
+    if s["errors"] or s["timeouts"]:
+        out.write(f"  errors: {s['errors']}  timeouts: {s['timeouts']}\n")
+    if s["flags"]:
+        out.write(f"  flags: {', '.join(s['flags'])}\n")
 
 
 def pipeline_record(p: Pipeline) -> dict[str, Any]:

@@ -296,7 +296,7 @@ class SessionData:
         for by in list(self.open_pause):
             self._end_pause(ts, by)
 
-    def sample(self, ts: float) -> ChargingSample:
+    def sample(self, ts: float, timestamps_constant: bool) -> ChargingSample:
         """The latest BCL + BCS + BSM + CCS merged, with trusted BSM states."""
         bcl, bcs, bsm, ccs, tr = self.bcl, self.bcs, self.bsm, self.ccs, self.trusted
         return ChargingSample(
@@ -330,6 +330,7 @@ class SessionData:
             ccs=ccs,
             bmv=self.bmv,
             bmt=self.bmt,
+            timestamps_constant=timestamps_constant,
         )
 
     # ------------------------------------------------------------------ stopping, statistics
@@ -435,6 +436,7 @@ class SessionData:
         timeouts: tuple[TimeoutNote, ...],
         reconnect_attempts: int,
         flags: tuple[str, ...],
+        timestamps_constant: bool,
     ) -> SessionSummary:
         """Everything learned, with the tracker's view of the session (phases, timeouts …)."""
         return SessionSummary(
@@ -476,4 +478,5 @@ class SessionData:
             untrusted_values=self.untrusted,
             flags=flags,
             message_counts=dict(self.counts),
+            timestamps_constant=timestamps_constant,
         )

@@ -95,6 +95,12 @@ class _Session:
     timeouts: list[TimeoutNote] = field(default_factory=list)
     reconnects: int = 0
     flags: dict[str, None] = field(default_factory=dict)
+    messages: int = 0
+
+    def timestamps_constant(self) -> bool:
+        """More than one message so far, all with the session's first timestamp (input is in
+        time order, so the last one having it is enough)."""
+        return self.messages > 1 and self.last_ts == self.start_ts
 
 
 class Tracker:
@@ -137,6 +143,7 @@ class Tracker:
         if stay and kind is _CRM_00 and s.error_overlay:
             self._reconnect(ts, s, out)
         s.last_ts = ts
+        s.messages += 1
         s.lost_reported = False
         s.last_was_error = kind is _ERROR
         s.data.counts[msg.name] += 1
@@ -291,22 +298,22 @@ class Tracker:
         match msg:
             case BCL():
                 d.bcl = msg
-                self._maybe_sample(ts, s, out)
+                self._maybe_sample(ts, s, msg, out)
             case CCS():
                 d.add_ccs(msg)
                 if len(msg.raw) == 6:
                     self._flag(s, "charger_2011_era")
                 self._permit(ts, s, "charger", msg.charging_permitted, out)
-                self._maybe_sample(ts, s, out)
+                self._maybe_sample(ts, s, msg, out)
             case BSM():
                 untrusted = d.add_bsm(msg)
                 if untrusted:
                     self.anomalies["untrusted_value"] += untrusted
                 self._permit(ts, s, "bms", d.bms_permit(msg), out)
-                self._maybe_sample(ts, s, out)
+                self._maybe_sample(ts, s, msg, out)
             case BCS():
                 d.add_bcs(msg)
-                self._maybe_sample(ts, s, out)
+                self._maybe_sample(ts, s, msg, out)
             case CHM() | BHM():
                 d.add_handshake(msg)
             case CRM():
@@ -346,9 +353,11 @@ class Tracker:
         if pause is not None:
             out.append(pause)
 
-    def _maybe_sample(self, ts: float, s: _Session, out: list[BmsEvent]) -> None:
-        if s.phase is _CHARGING and s.sampler.due(ts):
-            out.append(s.data.sample(ts))
+    def _maybe_sample(self, ts: float, s: _Session, msg: Message, out: list[BmsEvent]) -> None:
+        if s.phase is _CHARGING:
+            constant = s.timestamps_constant()
+            if s.sampler.due(ts, type(msg), constant):
+                out.append(s.data.sample(ts, constant))
 
     # ------------------------------------------------------------------ silence and closing
 
@@ -440,4 +449,5 @@ class Tracker:
             timeouts=tuple(s.timeouts),
             reconnect_attempts=s.reconnects,
             flags=tuple(s.flags),
+            timestamps_constant=s.timestamps_constant(),
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from drivers.gbt27930.frames import BMS_ADDR, CHARGER_ADDR, make_id
 from drivers.gbt27930.messages import SPECS_BY_NAME
 
@@ -64,3 +67,11 @@ def transfer_frames(
         frames.append((t, TP_DT_BMS, p))
     frames.append((t + 0.001, TP_CM_CHARGER, eoma(len(payload), n, pgn)))
     return frames
+
+
+def constant_timestamp_copy(capture: Path, target: Path, ts: str = "1703560121.000000") -> Path:
+    """A copy of a candump log with every frame stamped ``ts``, as exporters that write one
+    timestamp for a whole file do."""
+    text = capture.read_text(encoding="ascii")
+    target.write_text(re.sub(r"^\(\d+\.\d+\)", f"({ts})", text, flags=re.MULTILINE))
+    return target

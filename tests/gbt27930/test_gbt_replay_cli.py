@@ -9,9 +9,11 @@ import can
 import pytest
 
 from agent.cli import main
+from drivers.gbt27930.events import ChargingSample
 from drivers.gbt27930.replay import read_frames, replay_file
 from drivers.gbt27930.report import session_record
 from sim.charging import SimOptions, generate, write_candump
+from tests.gbt27930.gbt_helpers import constant_timestamp_copy
 
 
 @pytest.mark.parametrize("suffix", [".asc", ".blf", ".trc", ".csv", ".log.gz"])
@@ -112,3 +114,33 @@ def test_simulated_candump_log_round_trip(
     (s,) = json.loads(capsys.readouterr().out)["sessions"]
     assert s["vehicle"]["vin"] == session.expected.vin
     assert s["energy_kwh"] == session.expected.energy_kwh
+
+
+def test_constant_timestamps_sample_per_message_cycle(
+    capture_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exporter that stamps the whole file once: samples follow the message cycles (one per
+    BSM/BCS cycle), the session says so, and no duration of 0 s is reported."""
+    flat = constant_timestamp_copy(capture_path, tmp_path / "flat.log")
+    assert {f.ts for f in read_frames(flat)} == {1703560121.0}
+    result = replay_file(flat)
+    samples = [e for e in result.events if isinstance(e, ChargingSample)]
+    assert len(samples) > 1 and all(e.timestamps_constant for e in samples)
+    assert abs(len(samples) - result.pipeline.counts.messages["BSM"]) <= 5
+    assert {e.soc_pct for e in samples[1:]} == {77}
+    (closed,) = result.sessions
+    s = session_record(closed.summary)
+    assert s["timestamps_constant"] is True and s["duration_s"] is None
+    assert s["end_reason"] == "normal" and s["energy_kwh"] == 0.1
+
+    real = session_record(replay_file(capture_path).sessions[0].summary)
+    assert real["timestamps_constant"] is False and real["duration_s"] == pytest.approx(
+        46.786, abs=1e-3
+    )
+
+    assert main(["can", "decode", str(flat), "--format", "summary"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)["sessions"]
+    assert doc["duration_s"] is None and doc["timestamps_constant"] is True
+    assert main(["can", "decode", str(flat)]) == 0
+    out = capsys.readouterr().out
+    assert "end normal, duration unknown (timestamps constant)" in out and " 0.0 s" not in out

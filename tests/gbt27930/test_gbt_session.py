@@ -250,3 +250,29 @@ def test_sample_interval_is_configurable() -> None:
     items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA"), *charging_block(0.4, 2)]
     samples = [e for e in feed_all(t, items) if isinstance(e, ChargingSample)]
     assert 7 <= len(samples) <= 9
+
+
+def test_constant_timestamps_sample_per_message_cycle() -> None:
+    """All frames stamped alike: after a warm-up cycle, one sample per cycle of BCL/CCS/BSM,
+    flagged; when BSM stops coming, samples go on (a cycle closes after 20 repeats of one kind
+    without it, and the cycle is then what still arrives)."""
+    t = Tracker()
+    setup = [(5.0, "CHM"), (5.0, "CRM00"), (5.0, "CRMAA"), (5.0, "CROAA")]
+    cycle = [(5.0, "BCL"), (5.0, "CCS")] * 5 + [(5.0, "BSM")]
+    warm_up = [e for e in feed_all(t, setup + cycle * 2) if isinstance(e, ChargingSample)]
+    assert warm_up and all(e.timestamps_constant for e in warm_up)
+    steady = [e for e in feed_all(t, cycle * 10) if isinstance(e, ChargingSample)]
+    assert len(steady) == 10 and all(e.timestamps_constant for e in steady)
+    without_bsm = [e for e in feed_all(t, cycle[:-1] * 10) if isinstance(e, ChargingSample)]
+    assert len(without_bsm) >= 10
+    (closed,) = [e for e in t.finish() if isinstance(e, SessionClosed)]
+    assert closed.summary.timestamps_constant and closed.summary.start_ts == closed.summary.end_ts
+
+
+def test_advancing_timestamps_are_not_constant() -> None:
+    t = Tracker()
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "CRMAA"), (0.3, "CROAA"), *charging_block(0.4, 3)]
+    samples = [e for e in feed_all(t, items) if isinstance(e, ChargingSample)]
+    assert len(samples) == 3 and not any(e.timestamps_constant for e in samples)
+    (closed,) = [e for e in t.finish() if isinstance(e, SessionClosed)]
+    assert not closed.summary.timestamps_constant
