@@ -132,6 +132,24 @@ class SessionSummary(msgspec.Struct, frozen=True, kw_only=True):
     timestamps_constant: bool = False
 
 
+class SessionFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """The tracker's session data a consumer needs for its records, as of the event carrying it:
+    the latest BRM, BCP and CML; the first BST and CST (why each side stopped) and who stopped
+    first; the latest BEM and CEM and which side reported last; the statistics BSD and CSD."""
+
+    brm: BRM | None
+    bcp: BCP | None
+    cml: CML | None
+    stop_initiator: str | None  # "bms" or "charger"
+    bst: BST | None
+    cst: CST | None
+    bem: BEM | None
+    cem: CEM | None
+    last_error_side: str | None  # "bms" (BEM) or "charger" (CEM)
+    bsd: BSD | None
+    csd: CSD | None
+
+
 class BmsEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every tracker event."""
 
@@ -158,6 +176,7 @@ class VehicleIdentified(BmsEvent, frozen=True, kw_only=True):
     vin: str | None
     protocol_version: str | None
     generation: str | None
+    facts: SessionFacts
 
 
 class ParametersReceived(BmsEvent, frozen=True, kw_only=True):
@@ -166,6 +185,7 @@ class ParametersReceived(BmsEvent, frozen=True, kw_only=True):
     bcp: BCP | None
     cml: CML | None
     charger_number: int | None
+    facts: SessionFacts
 
 
 class ChargingStarted(BmsEvent, frozen=True, kw_only=True):
@@ -224,6 +244,7 @@ class StopRequested(BmsEvent, frozen=True, kw_only=True):
     reasons: tuple[str, ...]  # names of the ACTIVE fields
     initiator_conflict: bool
     message: BST | CST
+    facts: SessionFacts
 
 
 class SessionEnded(BmsEvent, frozen=True, kw_only=True):
@@ -234,6 +255,7 @@ class SessionEnded(BmsEvent, frozen=True, kw_only=True):
     energy_kwh: float | None
     charge_minutes: int | None
     soc_end_pct: int | None
+    facts: SessionFacts
 
 
 class ErrorReported(BmsEvent, frozen=True, kw_only=True):
@@ -242,6 +264,7 @@ class ErrorReported(BmsEvent, frozen=True, kw_only=True):
     side: str
     timeouts: tuple[str, ...]
     message: BEM | CEM
+    facts: SessionFacts
 
 
 class CommunicationLost(BmsEvent, frozen=True, kw_only=True):

@@ -4,10 +4,11 @@
 (BST/CST) and who stopped first, the statistics (BSD/CSD), BEM/CEM notes, pauses and running
 min/max/last of the measured quantities. Its ``add_*`` methods store a message and return the
 event the change makes (``None`` when it makes none): a new vehicle (BRM), new parameters
-(BCP/CML), the first stop of a side, both statistics, a changed BEM/CEM. It also builds the
-:class:`~drivers.gbt27930.events.ChargingSample` and the
+(BCP/CML), the first stop of a side, both statistics, a changed BEM/CEM; each of those events
+carries :meth:`SessionData.facts`. It also builds the
 :class:`~drivers.gbt27930.events.SessionSummary` from what it holds. The phases are not its
-business: the tracker (:mod:`drivers.gbt27930.tracker`) follows them.
+business: the tracker (:mod:`drivers.gbt27930.tracker`) follows them; charging samples are
+:mod:`drivers.gbt27930.sampling`'s.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from drivers.gbt27930.enums import Permit2, ReadyState, Status2
 from drivers.gbt27930.events import (
     ChargingPaused,
     ChargingResumed,
-    ChargingSample,
     ErrorNote,
     ErrorReported,
     ParametersReceived,
     PauseNote,
     PhaseTime,
     SessionEnded,
+    SessionFacts,
     SessionSummary,
     Stat,
     StopRequested,
@@ -119,6 +120,8 @@ class SessionData:
     initiator: str | None = None
     bst: BST | None = None
     cst: CST | None = None
+    first_bst: BST | None = None  # why the BMS stopped
+    first_cst: CST | None = None  # why the charger stopped
     bsd: BSD | None = None
     csd: CSD | None = None
     bcl: BCL | None = None
@@ -137,8 +140,9 @@ class SessionData:
     cell_voltage: Acc | None = None
     temperature: Acc | None = None
     errors: list[ErrorNote] = field(default_factory=list)
-    last_bem: bytes | None = None
-    last_cem: bytes | None = None
+    bem: BEM | None = None  # the latest BEM whose content changed
+    cem: CEM | None = None
+    last_error_side: str | None = None
     pauses: list[PauseNote] = field(default_factory=list)
     open_pause: dict[str, float] = field(default_factory=dict)
     untrusted: int = 0
@@ -178,6 +182,7 @@ class SessionData:
             vin=m.vin,
             protocol_version=m.bms_protocol_version,
             generation=self.generation,
+            facts=self.facts(),
         )
 
     # ------------------------------------------------------------------ configuration
@@ -206,6 +211,7 @@ class SessionData:
             bcp=self.bcp,
             cml=self.cml,
             charger_number=self.charger_number,
+            facts=self.facts(),
         )
 
     def add_bro(self, ts: float, m: BRO) -> None:
@@ -296,55 +302,21 @@ class SessionData:
         for by in list(self.open_pause):
             self._end_pause(ts, by)
 
-    def sample(self, ts: float, timestamps_constant: bool) -> ChargingSample:
-        """The latest BCL + BCS + BSM + CCS merged, with trusted BSM states."""
-        bcl, bcs, bsm, ccs, tr = self.bcl, self.bcs, self.bsm, self.ccs, self.trusted
-        return ChargingSample(
-            ts=ts,
-            connector_id=self.connector_id,
-            session_id=self.session_id,
-            voltage_demand_v=None if bcl is None else bcl.voltage_demand_v,
-            current_demand_a=None if bcl is None else bcl.current_demand_a,
-            charger_voltage_v=None if ccs is None else ccs.output_voltage_v,
-            charger_current_a=None if ccs is None else ccs.output_current_a,
-            bms_voltage_v=None if bcs is None else bcs.measured_charge_voltage_v,
-            bms_current_a=None if bcs is None else bcs.measured_charge_current_a,
-            soc_pct=None if bcs is None else bcs.soc_pct,
-            remaining_charge_time_min=None if bcs is None else bcs.remaining_charge_time_min,
-            cumulative_charge_time_min=None if ccs is None else ccs.cumulative_charge_time_min,
-            max_cell_voltage_v=None if bcs is None else bcs.max_cell_voltage_v,
-            max_cell_voltage_index=None if bsm is None else bsm.max_cell_voltage_index,
-            max_battery_temp_c=None if bsm is None else bsm.max_battery_temp_c,
-            max_temp_probe_index=None if bsm is None else bsm.max_temp_probe_index,
-            min_battery_temp_c=None if bsm is None else bsm.min_battery_temp_c,
-            min_temp_probe_index=None if bsm is None else bsm.min_temp_probe_index,
-            charge_overcurrent_status=tr.get("charge_overcurrent_status"),
-            battery_overtemp_status=tr.get("battery_overtemp_status"),
-            insulation_status=tr.get("insulation_status"),
-            output_connector_status=tr.get("output_connector_status"),
-            bms_permits=None if bsm is None else bsm.charging_permitted,
-            charger_permits=None if ccs is None else ccs.charging_permitted,
-            bcl=bcl,
-            bcs=bcs,
-            bsm=bsm,
-            ccs=ccs,
-            bmv=self.bmv,
-            bmt=self.bmt,
-            timestamps_constant=timestamps_constant,
-        )
-
     # ------------------------------------------------------------------ stopping, statistics
 
     def add_stop(self, ts: float, m: BST | CST) -> StopRequested | None:
         """Keep a BST or CST; the first of each side is a stop request (open pauses end)."""
         side = "bms" if isinstance(m, BST) else "charger"
-        first = (self.bst if side == "bms" else self.cst) is None
         if isinstance(m, BST):
             self.bst = m
+            if self.first_bst is not None:
+                return None
+            self.first_bst = m
         else:
             self.cst = m
-        if not first:
-            return None
+            if self.first_cst is not None:
+                return None
+            self.first_cst = m
         if self.initiator is None:
             self.initiator = side
             self.stop_ts = ts
@@ -366,6 +338,7 @@ class SessionData:
             reasons=active_codes(m),
             initiator_conflict=conflict,
             message=m,
+            facts=self.facts(),
         )
 
     def add_statistics(self, ts: float, m: BSD | CSD) -> SessionEnded | None:
@@ -391,18 +364,20 @@ class SessionData:
             energy_kwh=None if csd is None else csd.output_energy_kwh,
             charge_minutes=None if csd is None else csd.cumulative_charge_time_min,
             soc_end_pct=None if bsd is None else bsd.stop_soc_pct,
+            facts=self.facts(),
         )
 
     def add_error(self, ts: float, m: BEM | CEM) -> ErrorReported | None:
         """Keep a BEM or CEM; the error report when its content changed."""
         side = "bms" if isinstance(m, BEM) else "charger"
-        previous = self.last_bem if side == "bms" else self.last_cem
-        if previous == m.raw:
+        previous = self.bem if isinstance(m, BEM) else self.cem
+        if previous is not None and previous.raw == m.raw:
             return None
-        if side == "bms":
-            self.last_bem = m.raw
+        if isinstance(m, BEM):
+            self.bem = m
         else:
-            self.last_cem = m.raw
+            self.cem = m
+        self.last_error_side = side
         timeouts = active_codes(m)
         if len(self.errors) < MAX_NOTES:
             self.errors.append(ErrorNote(ts, side, timeouts, m.other))
@@ -413,6 +388,23 @@ class SessionData:
             side=side,
             timeouts=timeouts,
             message=m,
+            facts=self.facts(),
+        )
+
+    def facts(self) -> SessionFacts:
+        """A frozen view of the data records are made of (carried by the content events)."""
+        return SessionFacts(
+            brm=self.brm,
+            bcp=self.bcp,
+            cml=self.cml,
+            stop_initiator=self.initiator,
+            bst=self.first_bst,
+            cst=self.first_cst,
+            bem=self.bem,
+            cem=self.cem,
+            last_error_side=self.last_error_side,
+            bsd=self.bsd,
+            csd=self.csd,
         )
 
     def soc_end_pct(self) -> float | None:

@@ -49,7 +49,7 @@ from drivers.gbt27930.messages import (
     Message,
 )
 from drivers.gbt27930.phases import JOINED_LATE, TRANSITIONS, Observation, Op, Transition, observe
-from drivers.gbt27930.sampling import SampleGate
+from drivers.gbt27930.sampling import SampleGate, take_sample
 from drivers.gbt27930.session_data import MAX_NOTES, SessionData
 
 # looked up once: attribute access on an enumeration is slow on the per-message path
@@ -357,7 +357,7 @@ class Tracker:
         if s.phase is _CHARGING:
             constant = s.timestamps_constant()
             if s.sampler.due(ts, type(msg), constant):
-                out.append(s.data.sample(ts, constant))
+                out.append(take_sample(s.data, ts, constant))
 
     # ------------------------------------------------------------------ silence and closing
 

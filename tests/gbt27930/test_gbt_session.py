@@ -11,10 +11,13 @@ from drivers.gbt27930.events import (
     ChargingSample,
     CommunicationLost,
     ErrorReported,
+    ParametersReceived,
     Phase,
     SessionClosed,
+    SessionEnded,
     SessionStarted,
     StopRequested,
+    VehicleIdentified,
 )
 from drivers.gbt27930.tracker import Tracker, TrackerConfig
 
@@ -276,3 +279,31 @@ def test_advancing_timestamps_are_not_constant() -> None:
     assert len(samples) == 3 and not any(e.timestamps_constant for e in samples)
     (closed,) = [e for e in t.finish() if isinstance(e, SessionClosed)]
     assert not closed.summary.timestamps_constant
+
+
+def test_events_carry_the_sessions_facts() -> None:
+    """Content events carry the tracker's session data: latest BRM/BCP/CML, the first BST and
+    CST (a later, different BST changes the summary's latest BST, not the facts), the latest
+    BEM/CEM with the side that reported last, and the statistics."""
+    t = Tracker()
+    items = [(0.0, "CHM"), (0.1, "CRM00"), (0.2, "BRM"), (0.3, "CRMAA"), (0.4, "CML6")]
+    items += [(0.5, "CROAA"), (0.6, "BEM_CCS"), (0.7, "CEM_BCL"), (0.8, "BST_SOC")]
+    items += [(0.85, "BST_BYCHG"), (0.9, "CST_BYBMS"), (1.0, "BSD"), (1.1, "CSD")]
+    events = feed_all(t, items)
+    (vehicle,) = [e for e in events if isinstance(e, VehicleIdentified)]
+    assert vehicle.facts.brm is vehicle.brm and vehicle.facts.bst is None
+    (params,) = [e for e in events if isinstance(e, ParametersReceived)]
+    assert params.facts.cml is params.cml and params.facts.brm is vehicle.brm
+    errors = [e for e in events if isinstance(e, ErrorReported)]
+    assert [e.facts.last_error_side for e in errors] == ["bms", "charger"]
+    assert errors[-1].facts.bem is errors[0].message and errors[-1].facts.cem is errors[1].message
+    stops = [e for e in events if isinstance(e, StopRequested)]
+    assert [e.side for e in stops] == ["bms", "charger"]
+    first_bst = stops[0].message
+    assert stops[1].facts.bst is first_bst and stops[1].facts.cst is stops[1].message
+    assert stops[1].facts.stop_initiator == "bms"
+    (ended,) = [e for e in events if isinstance(e, SessionEnded)]
+    assert ended.facts.csd is ended.csd and ended.facts.bsd is ended.bsd
+    assert ended.facts.bst is first_bst and ended.facts.bem is errors[0].message
+    (closed,) = [e for e in t.finish(30.0) if isinstance(e, SessionClosed)]
+    assert closed.summary.bst is not None and closed.summary.bst is not first_bst
