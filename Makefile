@@ -43,6 +43,7 @@ test-all: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers sim tests bench
 	$(BIN)/ruff format --check agent drivers sim tests bench
+	$(BIN)/lint-imports
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run_all.py

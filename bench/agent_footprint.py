@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.demo import DemoStation, write_demo_config
+from agent.demo.station import DemoStation, write_demo_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHARGING_CONNECTORS = 3

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.ledger import GatewayKey, Ledger
 from agent.ledger.export import export_lines
 from agent.ledger.verify import verify_lines
-from agent.records import Record
+from agent.records.envelope import Record
 
 BATCH = 1000
 

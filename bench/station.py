@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import parse_config
-from agent.config_schema import Config
+from agent.config.load import parse_config
+from agent.config.schema import Config
 from agent.ledger import GatewayKey, Ledger
 from agent.station.inputs import BusActivity
 from agent.station.model import StationModel

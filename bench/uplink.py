@@ -30,11 +30,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.ledger import GatewayKey, Ledger
-from agent.record_bodies import ConnectorStatusBody, body_to_dict
-from agent.records import Record, iso_ts
-from agent.uplink.cec import CecSettings, CecUplink
-from agent.uplink.cec_codec import CecSecrets
-from agent.uplink.mqtt import MqttSettings, MqttUplink
+from agent.records.bodies import ConnectorStatusBody, body_to_dict
+from agent.records.envelope import Record, iso_ts
+from agent.uplink.cec.codec import CecSecrets
+from agent.uplink.cec.uplink import CecSettings, CecUplink
+from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
 from sim.platform import PlatformServer, PlatformSettings
 
 

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
-from agent.uplink.cec_codec import (
+from agent.uplink.cec.codec import (
     RECORD_ID_HEADER,
     CecCodecError,
     CecSecrets,

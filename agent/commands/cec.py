@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UserError
-from agent.uplink.cec_codec import (
+from agent.uplink.cec.codec import (
     CecCodecError,
     CecSecrets,
     OpenedResponse,

@@ -6,9 +6,12 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from agent.checks import CheckResult, Level, fail, local_checks, ok, render
-from agent.checks_devices import device_checks
-from agent.config import ConfigError, Secrets, default_config_path, load_config, load_secrets
+from agent.commission.devices import device_checks
+from agent.commission.local import local_checks
+from agent.commission.results import CheckResult, Level, fail, ok, render
+from agent.config.errors import ConfigError
+from agent.config.load import default_config_path, load_config
+from agent.config.secrets import Secrets, load_secrets
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

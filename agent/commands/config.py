@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.config import ConfigError, default_config_path, load_config, load_secrets
-from agent.resources import read_resource
+from agent.config.errors import ConfigError
+from agent.config.load import default_config_path, load_config
+from agent.config.resources import read_resource
+from agent.config.secrets import load_secrets
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

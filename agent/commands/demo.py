@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.logs import setup_logging
+from agent.service.logs import setup_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,14 +105,14 @@ async def _live_view(service: Any, out: TextIO, tty: bool) -> None:
 
 async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int, dict[str, Any]]:
     """Run the station and the service; returns the exit code and what the platforms got."""
-    from agent.demo import (
+    from agent.demo.station import (
         DemoStation,
         start_broker,
         start_platform,
         write_demo_config,
         write_demo_secrets,
     )
-    from agent.service import Service
+    from agent.service.runner import Service
 
     station = DemoStation()
     port = await station.start_meters()
@@ -152,7 +152,7 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from agent.demo_report import build_report, render_report
+    from agent.demo.report import build_report, render_report
 
     setup_logging("warning" if args.quiet or sys.stdout.isatty() else "info")
     keep = args.state_dir is not None

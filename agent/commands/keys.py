@@ -8,10 +8,10 @@ import os
 import pwd
 from pathlib import Path
 
+from agent.commands.ledger_settings import add_arguments, resolve
 from agent.errors import UserError
 from agent.ledger import GatewayKey, Ledger
 from agent.ledger.keys import PublicKey
-from agent.ledger.settings import add_arguments, resolve
 
 SERVICE_USER = "evgw"
 

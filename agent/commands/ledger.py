@@ -10,14 +10,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
+from agent.commands.ledger_settings import add_arguments, resolve
 from agent.errors import UserError
 from agent.ledger import GatewayKey
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.keys import PublicKey
-from agent.ledger.settings import add_arguments, resolve
 from agent.ledger.stats import ledger_stats, render
 from agent.ledger.verify import verify_lines
-from agent.records import KINDS
+from agent.records.bodies import KINDS
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 

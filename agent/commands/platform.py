@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent.commands.cec import load_secrets_file
 from agent.errors import UserError
-from agent.uplink.cec_codec import CecSecrets
+from agent.uplink.cec.codec import CecSecrets
 
 
 def _serve(args: argparse.Namespace) -> int:

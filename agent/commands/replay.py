@@ -9,7 +9,7 @@ from collections import Counter
 
 import msgspec
 
-from agent.config import load_config
+from agent.config.load import load_config
 from agent.errors import UserError
 from agent.station.replay import DEFAULT_CONNECTOR, default_config, pick_connector, run_capture
 from drivers.gbt27930.replay import ReplayError, read_frames, supported_suffixes

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent.config import default_config_path
-from agent.logs import setup_logging
+from agent.config.load import default_config_path
+from agent.service.logs import setup_logging
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.service import run_service
+    from agent.config.load import load_config
+    from agent.service.runner import run_service
 
     path = args.config or default_config_path()
     setup_logging(args.log_level or "info")

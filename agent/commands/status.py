@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, default_config_path, load_config
+from agent.config.errors import ConfigError
+from agent.config.load import default_config_path, load_config
 from agent.errors import UserError
-from agent.status_socket import SOCKET_NAME, query_status, socket_path
+from agent.service.status_socket import SOCKET_NAME, query_status, socket_path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from agent.ledger.keys import GatewayKey, PublicKey
-from agent.records import Record, StoredRecord, canonical_json
+from agent.records.envelope import Record, StoredRecord, canonical_json
 
 GENESIS: Final = bytes(32)
 """The ``prev`` of the first record of a chain (hex: 64 zeros)."""

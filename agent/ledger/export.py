@@ -20,7 +20,7 @@ from typing import Final
 from agent.errors import UserError
 from agent.ledger.chain import stored_from_row
 from agent.ledger.store import DATA_EXPR, read_meta
-from agent.records import canonical_json
+from agent.records.envelope import canonical_json
 
 _CHUNK: Final = 2000
 

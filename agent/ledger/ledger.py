@@ -28,7 +28,7 @@ from agent.ledger.chain import (
 from agent.ledger.keys import GatewayKey
 from agent.ledger.store import WriterLock, connect, create_schema, read_meta
 from agent.ledger.writer import INSERT_CHECKPOINT, Row, Writer
-from agent.records import Record, StoredRecord, iso_ts
+from agent.records.envelope import Record, StoredRecord, iso_ts
 
 log = logging.getLogger(__name__)
 

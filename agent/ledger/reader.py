@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 from agent.ledger.chain import stored_from_row
 from agent.ledger.store import DATA_EXPR
-from agent.records import StoredRecord
+from agent.records.envelope import StoredRecord
 
 _BATCH = (
     f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r "

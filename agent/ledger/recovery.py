@@ -27,7 +27,7 @@ from agent.ledger.chain import GENESIS, checkpoint_payload, link_hash
 from agent.ledger.keys import PublicKey
 from agent.ledger.store import DATA_EXPR, create_schema, read_meta
 from agent.ledger.writer import Row, insert_rows, make_row
-from agent.records import Record, iso_ts
+from agent.records.envelope import Record, iso_ts
 
 TAIL_RECORDS: Final = 1000
 _CHUNK: Final = 5000

@@ -27,7 +27,8 @@ from agent.ledger import retention
 from agent.ledger.chain import link_hash, sign_checkpoint, unchained_json
 from agent.ledger.keys import GatewayKey
 from agent.ledger.store import SPLIT_KINDS, used_bytes
-from agent.records import KINDS, Record, iso_ts
+from agent.records.envelope import Record, iso_ts
+from agent.records.bodies import KINDS
 
 log = logging.getLogger(__name__)
 

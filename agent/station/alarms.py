@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.record_bodies import AlarmBody, BmsProcessBody
+from agent.records.bodies import AlarmBody, BmsProcessBody
 from agent.station.codes import ALARM_CODES
 
 Scope = Literal["session", "device"]

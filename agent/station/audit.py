@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.config_schema import SafetySection
+from agent.config.schema import SafetySection
 from agent.station.codes import (
     ENERGY_CHARGER_VS_CCS,
     ENERGY_METER_VS_CCS,

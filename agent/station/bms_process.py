@@ -8,8 +8,8 @@ and the protocol version is ``unknown``.
 
 from __future__ import annotations
 
-from agent.record_bodies import BmsProcessBody
-from agent.records import iso_ts
+from agent.records.bodies import BmsProcessBody
+from agent.records.envelope import iso_ts
 from agent.station.session import Session
 from drivers.gbt27930.events import ChargingSample
 

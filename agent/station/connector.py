@@ -19,20 +19,20 @@ from typing import Any
 
 import msgspec
 
-from agent.config_schema import (
+from agent.config.schema import (
     Config,
     ConnectorSection,
     EquipmentSection,
     MeterSection,
 )
-from agent.record_bodies import (
+from agent.records.bodies import (
     BmsProcessBody,
     ChargeOrderBody,
     ConnectorStatusBody,
     VehicleBody,
     body_to_dict,
 )
-from agent.records import Record, iso_ts
+from agent.records.envelope import Record, iso_ts
 from agent.station import codes
 from agent.station.alarms import AlarmBook, AlarmEdge, Scope, alarm_body
 from agent.station.audit import audit_energy

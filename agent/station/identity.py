@@ -6,8 +6,8 @@ written first at every start and again whenever a reloaded config changes what i
 
 from __future__ import annotations
 
-from agent.config_schema import Config
-from agent.record_bodies import (
+from agent.config.schema import Config
+from agent.records.bodies import (
     ConnectorInfoBody,
     EquipmentInfoBody,
     IdentityBody,

@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from agent.config_schema import Config, MeterSection
-from agent.record_bodies import IdentityBody, MeterSampleBody, body_to_dict
-from agent.records import Record, iso_ts
+from agent.config.schema import Config, MeterSection
+from agent.records.bodies import IdentityBody, MeterSampleBody, body_to_dict
+from agent.records.envelope import Record, iso_ts
 from agent.station.connector import ConnectorModel
 from agent.station.identity import identity_body
 from agent.station.inputs import BusActivity, RemoteStop, Reservation

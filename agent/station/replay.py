@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.config import parse_config
-from agent.config_schema import Config
-from agent.records import Record
+from agent.config.load import parse_config
+from agent.config.schema import Config
+from agent.records.envelope import Record
 from agent.station.inputs import BusActivity
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner

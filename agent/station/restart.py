@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.records import Record, parse_iso_ts
+from agent.records.envelope import Record, parse_iso_ts
 
 
 @dataclass(frozen=True, slots=True)

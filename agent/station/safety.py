@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agent.config_schema import SafetySection
+from agent.config.schema import SafetySection
 from agent.station.codes import BSM_CODES
 from drivers.gbt27930.enums import Status2
 from drivers.gbt27930.events import ChargingSample

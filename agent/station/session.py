@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.record_bodies import BmsProcessBody
-from agent.records import iso_ts
+from agent.records.bodies import BmsProcessBody
+from agent.records.envelope import iso_ts
 from agent.station.safety import SafetyMonitor
 from drivers.gbt27930.events import ChargingSample
 from drivers.gbt27930.messages import BCP, BEM, BRM, BST, CEM, CML, CSD, CST

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.record_bodies import ConnectorStatsBody, StationStatsBody
-from agent.records import iso_ts
+from agent.records.bodies import ConnectorStatsBody, StationStatsBody
+from agent.records.envelope import iso_ts
 
 Period = Literal["hour", "day"]
 _LENGTH_S: dict[str, float] = {"hour": 3600.0, "day": 86400.0}

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from agent.records import Record, StoredRecord
+from agent.records.envelope import Record, StoredRecord
 from agent.station.model import StationInput, StationModel
 from agent.station.ocmf import pagination_of
 from agent.station.restart import OpenSession, open_session

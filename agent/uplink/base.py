@@ -1,15 +1,14 @@
-"""The small interface every uplink implements (DESIGN §4, §6).
+"""The counters every uplink keeps (the plug-in contract is :mod:`agent.uplink.plugin`).
 
-An uplink is one class in one module: it reads batches from the ledger after its own cursor,
-sends them, and acknowledges (moves the cursor) only after the platform acknowledged. The
-service starts ``run()`` as a task and cancels it to stop; ``stats`` feeds ``evgw status`` and
-the metrics. Adding an uplink touches nothing else.
+An uplink reads batches from the ledger after its own cursor, sends them, and acknowledges
+(moves the cursor) only after the platform acknowledged; ``stats`` feeds ``evgw status`` and
+the metrics.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -32,14 +31,3 @@ class UplinkStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Uplink(Protocol):
-    """What the service runner needs from an uplink."""
-
-    name: str
-    stats: UplinkStats
-
-    async def run(self) -> None:
-        """Forward records until cancelled; transient failures are retried, never raised."""
-        ...

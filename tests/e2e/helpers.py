@@ -28,14 +28,14 @@ import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.demo import DEMO_OPERATOR_ID, start_platform, write_demo_secrets
+from agent.demo.station import DEMO_OPERATOR_ID, start_platform, write_demo_secrets
 from agent.ledger import GatewayKey
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.keys import PublicKey
 from agent.ledger.stats import ledger_stats
 from agent.ledger.verify import Report, verify_lines
-from agent.records import StoredRecord, canonical_json
-from agent.uplink.cec_mapping import MappingContext, notification_for
+from agent.records.envelope import StoredRecord, canonical_json
+from agent.uplink.cec.mapping import MappingContext, notification_for
 from sim.platform import PlatformServer
 from sim.station import SimConnector, SimStation
 from tests.conftest import Broker, PtyPair, make_broker, open_pty_pair

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.records import parse_iso_ts
-from agent.uplink.cec_mapping import ALL_INTERFACES
+from agent.records.envelope import parse_iso_ts
+from agent.uplink.cec.mapping import ALL_INTERFACES
 from sim.charging import Fault, FaultKind, VehicleProfile
 from sim.station import PlayedSession, SessionPlan
 from tests.e2e.helpers import (

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load_config, load_secrets, parse_config
-from agent.resources import read_resource
+from agent.config.errors import ConfigError
+from agent.config.load import load_config, parse_config
+from agent.config.resources import read_resource
+from agent.config.secrets import load_secrets
 
 BASE = """
 [gateway]
@@ -344,7 +346,9 @@ def config_with_secrets(tmp_path: Path, secrets_text: str, mode: int = 0o600) ->
 def test_secrets_loaded_and_masked(tmp_path: Path) -> None:
     config = config_with_secrets(tmp_path, GOOD_SECRETS)
     secrets = load_secrets(config)  # type: ignore[arg-type]
-    assert secrets.cec is not None and secrets.cec.sig_secret == "SIGSECRET1234567"
+    assert (
+        secrets.uplink("cec") is not None and secrets.uplink("cec").sig_secret == "SIGSECRET1234567"
+    )
     assert "SIGSECRET" not in repr(secrets)
     assert set(secrets.values()) == {
         "OPSECRET12345678",
@@ -401,12 +405,15 @@ def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.Mo
     config = parse_config(BASE.replace("SECRETS", "/nonexistent").replace("[[can_buses]]", CEC, 1))
     secrets = load_secrets(config)
     assert secrets.source == str(creds / "secrets.toml")
-    assert secrets.cec is not None and secrets.cec.data_secret == "DATASECRET123456"
+    assert (
+        secrets.uplink("cec") is not None
+        and secrets.uplink("cec").data_secret == "DATASECRET123456"
+    )
 
 
 def test_no_uplinks_needs_no_secrets(tmp_path: Path) -> None:
     config = parse_config(BASE.replace("SECRETS", str(tmp_path / "absent.toml")))
-    assert load_secrets(config).cec is None
+    assert load_secrets(config).uplink("cec") is None
 
 
 def test_cec_needs_manufacturer_ids() -> None:

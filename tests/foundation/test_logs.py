@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from agent.logs import register_secrets, setup_logging
+from agent.service.logs import register_secrets, setup_logging
 
 
 def test_registered_secret_never_reaches_the_log(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from agent.supervisor import Supervisor
+from agent.service.supervisor import Supervisor
 
 
 async def test_crashing_task_is_restarted_with_growing_backoff(

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.ledger import GatewayKey, Ledger
-from agent.records import Record
+from agent.records.envelope import Record
 
 
 def say(text: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.ledger import GatewayKey
-from agent.records import Record
+from agent.records.envelope import Record
 
 
 def record(kind: str = "meter_sample", n: int = 0, **body: Any) -> Record:

@@ -15,7 +15,7 @@ from agent.errors import UserError
 from agent.ledger import GatewayKey, Ledger
 from agent.ledger.chain import checkpoint_signature_ok, recompute_hash
 from agent.ledger.reader import _BATCH_KIND
-from agent.records import StoredRecord, canonical_json
+from agent.records.envelope import StoredRecord, canonical_json
 from tests.ledger.helpers import record
 
 

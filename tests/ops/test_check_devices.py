@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent.demo import DEMO_OPERATOR_ID, start_platform, write_demo_secrets
+from agent.demo.station import DEMO_OPERATOR_ID, start_platform, write_demo_secrets
 from agent.ledger import GatewayKey
 from drivers.modbus.profile import load_profiles
 from sim.meter import MeterSimServer, SimMeter

@@ -10,8 +10,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.checks import Level
 from agent.commands.check import run_checks
+from agent.commission.results import Level
 from tests.foundation.test_config import BASE, CEC, GOOD_SECRETS
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from agent.demo import DemoStation, write_demo_config
-from agent.service import Service
+from agent.demo.station import DemoStation, write_demo_config
+from agent.service.runner import Service
 from tests.conftest import free_port
 
 

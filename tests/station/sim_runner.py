@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.config_schema import Config
-from agent.records import Record
+from agent.config.schema import Config
+from agent.records.envelope import Record
 from agent.station.inputs import BusActivity, RemoteStop
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from agent.config import parse_config
-from agent.config_schema import Config
-from agent.record_bodies import decode_body
-from agent.records import Record, parse_iso_ts
+from agent.config.load import parse_config
+from agent.config.schema import Config
+from agent.records.bodies import decode_body
+from agent.records.envelope import Record, parse_iso_ts
 
 DC = "SZFT0001DC0101"
 AC = "SZFT0001AC0101"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from agent.records import Record, iso_ts
+from agent.records.envelope import Record, iso_ts
 from agent.station.inputs import BusActivity, Reservation
 from agent.station.model import StationModel
 from drivers.modbus.events import MeterOffline, MeterReading

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from agent.cli import main
-from agent.record_bodies import decode_body
+from agent.records.bodies import decode_body
 from tests.conftest import capture_path  # noqa: F401  (fixture)
 from tests.station.station_fixtures import BASE, DC
 

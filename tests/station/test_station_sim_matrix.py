@@ -11,7 +11,7 @@ import pytest
 from pyocmf import OCMF
 
 from agent.ledger import GatewayKey
-from agent.records import Record
+from agent.records.envelope import Record
 from agent.station.inputs import RemoteStop
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner

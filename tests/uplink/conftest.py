@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.ledger import GatewayKey, Ledger
-from agent.record_bodies import (
+from agent.records.bodies import (
     AlarmBody,
     BmsProcessBody,
     ChargeOrderBody,
@@ -28,8 +28,8 @@ from agent.record_bodies import (
     StationInfoBody,
     body_to_dict,
 )
-from agent.records import Record, iso_ts
-from agent.uplink.cec_codec import CecSecrets
+from agent.records.envelope import Record, iso_ts
+from agent.uplink.cec.codec import CecSecrets
 from sim.platform import PlatformServer, PlatformSettings
 
 OPERATOR_ID = "MA01H3BQ2"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.uplink.cec_codec import (
+from agent.uplink.cec.codec import (
     CecCodecError,
     CecSecrets,
     SeqExhausted,

@@ -8,16 +8,16 @@ from decimal import Decimal
 
 import pytest
 
-from agent.records import Record, StoredRecord
-from agent.uplink.cec_codec import encode_business
-from agent.uplink.cec_mapping import (
+from agent.records.envelope import Record, StoredRecord
+from agent.uplink.cec.codec import encode_business
+from agent.uplink.cec.mapping import (
     MappingContext,
     cst_datetime,
     dec,
     notification_for,
     start_charge_seq,
 )
-from agent.uplink.cec_token import TokenManager, TokenUnavailable
+from agent.uplink.cec.token import TokenManager, TokenUnavailable
 from sim.platform import SCHEMAS, validate
 from tests.uplink.conftest import (
     OPERATOR_ID,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.ledger import Ledger
-from agent.record_bodies import decode_body
-from agent.uplink.cec import CecSettings, CecUplink
-from agent.uplink.cec_mapping import ALL_INTERFACES
+from agent.records.bodies import decode_body
+from agent.uplink.cec.mapping import ALL_INTERFACES
+from agent.uplink.cec.uplink import CecSettings, CecUplink
 from sim.platform import PlatformServer
 from tests.uplink.conftest import (
     OPERATOR_ID,

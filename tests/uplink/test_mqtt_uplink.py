@@ -21,9 +21,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.ledger import GatewayKey, Ledger, PublicKey
 from agent.ledger.chain import Checkpoint, checkpoint_signature_ok
-from agent.records import StoredRecord, iso_ts
-from agent.uplink.mqtt import MqttSettings, MqttUplink
-from agent.uplink.mqtt_commands import command_payload
+from agent.records.envelope import StoredRecord, iso_ts
+from agent.uplink.mqtt.commands import command_payload
+from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
 from tests.conftest import Broker, free_port, make_broker
 from tests.uplink.conftest import STATION, Pki, bms_body, record, status_record
 
@@ -122,6 +122,7 @@ def settings(port: int, pki: Pki | None, **overrides: Any) -> MqttSettings:
         "brokers": (f"127.0.0.1:{port}",),
         "station_id": STATION,
         "client_id": "gw-test-ST0001",
+        "topic_prefix": "evgw",
         "tls": pki is not None,
         "reconnect_min_s": 1,
         "reconnect_max_s": 1,
@@ -536,7 +537,7 @@ def test_settings_are_validated() -> None:
 
 
 def test_stored_record_round_trips_through_the_payload() -> None:
-    from agent.uplink.mqtt import encode_message
+    from agent.uplink.mqtt.uplink import encode_message
 
     rec = StoredRecord(
         kind="event",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.record_bodies import (
+from agent.records.bodies import (
     BODY_TYPES,
     AlarmBody,
     BmsProcessBody,
@@ -13,7 +13,7 @@ from agent.record_bodies import (
     body_to_dict,
     decode_body,
 )
-from agent.records import KINDS
+from agent.records.bodies import KINDS
 
 
 def bms() -> BmsProcessBody:

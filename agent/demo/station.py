@@ -4,7 +4,7 @@ The station of ``config/demo.toml``: two DC connectors whose charger↔BMS conve
 played by :mod:`sim.charging` onto python-can virtual buses, one AC connector, and four
 meters (one per connector plus the station main meter) emulated by :mod:`sim.meter` over
 Modbus TCP on loopback, driven from the same power curves. The gateway is the unmodified
-:class:`~agent.service.Service`, reading those devices like real ones.
+:class:`~agent.service.runner.Service`, reading those devices like real ones.
 
 Everything the demo simulates runs in real time so the figures agree: the meters integrate
 the power the sessions draw, and the energy audit compares like with like. One DC session
@@ -30,9 +30,9 @@ from typing import Any
 
 import can
 
+from agent.config.resources import read_resource
 from agent.ledger import GatewayKey
-from agent.resources import read_resource
-from agent.uplink.cec_codec import CecSecrets
+from agent.uplink.cec.codec import CecSecrets
 from drivers.modbus.profile import load_profiles
 from sim.charging import (
     ChargerProfile,

@@ -1,7 +1,7 @@
 """Schemas of the ``body`` of each record kind (the station model ↔ uplinks contract).
 
 The station model builds a body struct, turns it into a plain dict with :func:`body_to_dict`
-and puts it in a :class:`agent.records.Record`. Uplinks read the dict back with
+and puts it in a :class:`agent.records.envelope.Record`. Uplinks read the dict back with
 :func:`decode_body`, which validates it and names the kind and the field on error.
 
 Field names are snake_case English with units in the name. Codes that a platform defines
@@ -13,7 +13,7 @@ formats. Times inside bodies are UTC ISO 8601 with milliseconds and ``Z``, like 
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 
@@ -32,6 +32,8 @@ class ConnectorStatusBody(_Body, frozen=True, kw_only=True):
     3 charging, 4 reserved, 255 fault. For DC connectors the ``*_a``/``*_v`` phase A values are
     the charger output; phases B and C stay 0.
     """
+
+    KIND: ClassVar[str] = "connector_status"
 
     status: Literal[0, 1, 2, 3, 4, 255]
     phase: str | None = None
@@ -69,6 +71,8 @@ class BmsProcessBody(_Body, frozen=True, kw_only=True):
 
     Also used as the BmsInfo snapshot inside an alarm.
     """
+
+    KIND: ClassVar[str] = "bms_process"
 
     session_id: str
     connector_status: Literal[0, 1, 2, 3, 4, 255] = 3
@@ -142,6 +146,8 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     4 connector disconnected. ``stop_bits`` keeps the raw BST/CST/BEM/CEM bits by name.
     """
 
+    KIND: ClassVar[str] = "charge_order"
+
     session_id: str
     start_ts: str
     end_ts: str
@@ -191,6 +197,8 @@ class AlarmBody(_Body, frozen=True, kw_only=True):
     ``LEDGER_RECOVERED`` with free-text ``type``/``level``; they go to the operator over MQTT
     but never to the city platform.
     """
+
+    KIND: ClassVar[str] = "alarm"
 
     code: int | str
     type: Literal[1, 2, 3] | str
@@ -280,6 +288,8 @@ class StationInfoBody(_Body, frozen=True, kw_only=True):
 class IdentityBody(_Body, frozen=True, kw_only=True):
     """Registration data of the station, pushed first and after every configuration change."""
 
+    KIND: ClassVar[str] = "identity"
+
     station: StationInfoBody
     equipments: tuple[EquipmentInfoBody, ...]
 
@@ -293,6 +303,8 @@ class EventBody(_Body, frozen=True, kw_only=True):
     EventCode (e.g. 7001 distribution fault, 7002 station service fault) go to the city
     platform."""
 
+    KIND: ClassVar[str] = "event"
+
     event: str
     message: str = ""
     details: dict[str, Any] = {}
@@ -301,6 +313,8 @@ class EventBody(_Body, frozen=True, kw_only=True):
 
 
 class MeterSampleBody(_Body, frozen=True, kw_only=True):
+    KIND: ClassVar[str] = "meter_sample"
+
     meter_id: str
     power_kw: float
     energy_kwh: float
@@ -323,6 +337,8 @@ class ConnectorStatsBody(_Body, frozen=True, kw_only=True):
 
 
 class StationStatsBody(_Body, frozen=True, kw_only=True):
+    KIND: ClassVar[str] = "station_stats"
+
     period: Literal["hour", "day"]
     period_start_ts: str
     period_end_ts: str
@@ -330,6 +346,8 @@ class StationStatsBody(_Body, frozen=True, kw_only=True):
 
 
 class GatewayHealthBody(_Body, frozen=True, kw_only=True):
+    KIND: ClassVar[str] = "gateway_health"
+
     uptime_s: float
     version: str
     backlog: dict[str, int] = {}
@@ -338,18 +356,25 @@ class GatewayHealthBody(_Body, frozen=True, kw_only=True):
     versions: dict[str, str] = {}
 
 
-BODY_TYPES: Final[dict[str, type[_Body]]] = {
-    "connector_status": ConnectorStatusBody,
-    "bms_process": BmsProcessBody,
-    "charge_order": ChargeOrderBody,
-    "alarm": AlarmBody,
-    "identity": IdentityBody,
-    "event": EventBody,
-    "meter_sample": MeterSampleBody,
-    "station_stats": StationStatsBody,
-    "gateway_health": GatewayHealthBody,
-}
-"""Body struct for every kind in :data:`agent.records.KINDS`."""
+BODIES: Final[tuple[type[_Body], ...]] = (
+    ConnectorStatusBody,
+    BmsProcessBody,
+    ChargeOrderBody,
+    AlarmBody,
+    MeterSampleBody,
+    StationStatsBody,
+    EventBody,
+    GatewayHealthBody,
+    IdentityBody,
+)
+"""One body struct per record kind; each names its kind (``KIND``). Adding a kind: a struct
+here with its ``KIND``, appended to this tuple — the ledger, the CLI and the uplinks take
+their list of kinds from :data:`KINDS`."""
+
+BODY_TYPES: Final[dict[str, type[_Body]]] = {body.KIND: body for body in BODIES}
+
+KINDS: Final[tuple[str, ...]] = tuple(BODY_TYPES)
+"""Every record kind. ``identity`` carries station/equipment/connector registration data."""
 
 
 class BodyError(ValueError):

@@ -1,51 +1,35 @@
 """Load and validate ``evgw.toml`` and the secrets that go with it.
 
 :func:`load_config` reads one TOML file and returns an immutable :class:`Config`
-(schema in :mod:`agent.config_schema`) or raises :class:`ConfigError` listing *every*
+(schema in :mod:`agent.config.schema`) or raises :class:`ConfigError` listing *every*
 problem: the file, the key path (``meters[2].unit_id``), what was expected and what was
 found, with a "did you mean" for misspelt keys. Cross-checks between sections (dangling
 references, duplicate ids, conflicting serial settings) are reported the same way.
 
-Secrets never live in the main file. :func:`load_secrets` reads ``secrets.toml`` from
-systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``) or from ``gateway.secrets_file``,
-which must be owned by the service user and unreadable by others.
+Secrets live in their own file: :mod:`agent.config.secrets`.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
-import stat
 import tomllib
 import types
 import typing
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from agent.config_schema import Config, MeterSection
-from agent.errors import UserError
+from agent.config.errors import ConfigError
+from agent.config.schema import Config, MeterSection
+from agent.uplink.registry import enabled_uplinks
 from drivers.modbus.profile import builtin_profiles_dir
 
 DEFAULT_CONFIG_PATH = Path("/etc/evgw/evgw.toml")
 CONFIG_ENV = "EVGW_CONFIG"
-SECRETS_CREDENTIAL = "secrets.toml"
-
-
-class ConfigError(UserError):
-    """A config (or secrets) file that cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {count}:\n{lines}", exit_code=2)
 
 
 def default_config_path() -> Path:
@@ -249,27 +233,8 @@ def cross_check(config: Config) -> list[str]:
         problems.append(f"can_buses: connector {dup!r} has more than one CAN bus")
     for dup in _duplicates(f"{b.interface}:{b.channel}" for b in config.can_buses):
         problems.append(f"can_buses: interface and channel {dup!r} are used more than once")
-    mqtt = config.uplinks.mqtt
-    if mqtt is not None and mqtt.enabled:
-        if mqtt.tls and not mqtt.ca_file:
-            problems.append(
-                "uplinks.mqtt.ca_file: required when tls = true (the CA that signed the broker's "
-                "certificate); set tls = false only on a trusted local network"
-            )
-        if (mqtt.cert_file is None) != (mqtt.key_file is None):
-            problems.append("uplinks.mqtt: cert_file and key_file must be given together")
-    cec = config.uplinks.cec
-    if cec is not None and cec.enabled:
-        if (cec.cert_file is None) != (cec.key_file is None):
-            problems.append("uplinks.cec: cert_file and key_file must be given together")
-        for i, e in enumerate(config.equipment):
-            if len(e.manufacturer_id) != 9:
-                problems.append(
-                    f"equipment[{i}].manufacturer_id: the city platform requires the "
-                    f"manufacturer's 9-character organisation code, found {e.manufacturer_id!r}"
-                )
-        if _duplicates(cec.interfaces):
-            problems.append(f"uplinks.cec.interfaces: listed twice: {_duplicates(cec.interfaces)}")
+    for plugin, section in enabled_uplinks(config):
+        problems += plugin.cross_check(config, section)
     return problems
 
 
@@ -332,131 +297,3 @@ def _check_meters(meters: list[MeterSection], connectors: dict[str, Any]) -> lis
         for dup in _duplicates(str(m.unit_id) for _, m in members):
             problems.append(f"meters: unit_id {dup} is used twice on line {line}")
     return problems
-
-
-# --- secrets ------------------------------------------------------------------------------
-
-
-class Secret(str):
-    """A string that never shows itself in ``repr``/logs."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSecrets:
-    username: Secret | None = None
-    password: Secret | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CecSecrets:
-    operator_secret: Secret
-    data_secret: Secret
-    data_iv: Secret
-    sig_secret: Secret
-
-
-@dataclass(frozen=True, slots=True)
-class Secrets:
-    source: str
-    mqtt: MqttSecrets
-    cec: CecSecrets | None
-
-    def fingerprint(self) -> str:
-        """First 8 hex digits of the SHA-256 of all secrets: safe to log, changes with any."""
-        return hashlib.sha256("\0".join(self.values()).encode()).hexdigest()[:8]
-
-    def values(self) -> list[str]:
-        """Every secret value, for the log redaction filter."""
-        found = [self.mqtt.username, self.mqtt.password]
-        if self.cec is not None:
-            c = self.cec
-            found += [c.operator_secret, c.data_secret, c.data_iv, c.sig_secret]
-        return [str(v) for v in found if v]
-
-
-def secrets_path(config: Config) -> tuple[Path, bool]:
-    """Where the secrets come from, and whether systemd's credential store provides them."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / SECRETS_CREDENTIAL).is_file():
-        return Path(creds) / SECRETS_CREDENTIAL, True
-    return Path(config.gateway.secrets_file), False
-
-
-def check_private_file(path: Path, what: str) -> list[str]:
-    """Problems with a file that must be private to the service user (empty when fine)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return [f"{what} {path} does not exist"]
-    except PermissionError:
-        return [f"{what} {path}: permission denied; the service user must own it"]
-    problems = []
-    if st.st_uid != os.geteuid():
-        problems.append(
-            f"{what} {path} is owned by uid {st.st_uid}, not by the service user (uid "
-            f"{os.geteuid()}); fix: chown evgw:evgw {path}"
-        )
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        problems.append(
-            f"{what} {path} is readable or writable by others (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); fix: chmod 600 {path}"
-        )
-    return problems
-
-
-def _secret(table: dict[str, Any], key: str, where: str, problems: list[str]) -> Secret:
-    value = table.get(key)
-    if not isinstance(value, str) or not value:
-        problems.append(f"{where}.{key}: required, a non-empty string")
-        return Secret("")
-    return Secret(value)
-
-
-def load_secrets(config: Config) -> Secrets:
-    """Read the secrets the enabled uplinks need; refuse an unprotected file."""
-    path, from_credentials = secrets_path(config)
-    mqtt_on = config.uplinks.mqtt is not None and config.uplinks.mqtt.enabled
-    cec_on = config.uplinks.cec is not None and config.uplinks.cec.enabled
-    if not path.exists() and not cec_on:
-        return Secrets(source="(none)", mqtt=MqttSecrets(), cec=None)
-    if not from_credentials:
-        problems = check_private_file(path, "secrets file")
-        if problems:
-            raise ConfigError(str(path), problems)
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
-    problems: list[str] = []
-    for key in data:
-        if key not in ("mqtt", "cec"):
-            problems.append(f"{key}: unknown table (expected [mqtt] or [cec])")
-    mqtt_table = data.get("mqtt", {})
-    mqtt = MqttSecrets()
-    if mqtt_on and isinstance(mqtt_table, dict):
-        user, password = mqtt_table.get("username"), mqtt_table.get("password")
-        mqtt = MqttSecrets(
-            username=Secret(user) if isinstance(user, str) else None,
-            password=Secret(password) if isinstance(password, str) else None,
-        )
-    cec = None
-    if cec_on:
-        table = data.get("cec")
-        if not isinstance(table, dict):
-            problems.append("cec: the [cec] table is required when uplinks.cec is enabled")
-        else:
-            cec = CecSecrets(
-                **{k: _secret(table, k, "cec", problems) for k in CecSecrets.__slots__}
-            )
-            for key in ("data_secret", "data_iv", "sig_secret"):
-                value = table.get(key)
-                if isinstance(value, str) and value and len(value.encode()) != 16:
-                    problems.append(
-                        f"cec.{key}: must be 16 ASCII characters, found {len(value.encode())} bytes"
-                    )
-    if problems:
-        raise ConfigError(str(path), problems)
-    return Secrets(source=str(path), mqtt=mqtt, cec=cec)

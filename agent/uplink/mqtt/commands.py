@@ -32,12 +32,12 @@ import msgspec
 
 from agent.errors import UserError
 from agent.ledger import PublicKey
-from agent.records import StoredRecord, canonical_json, parse_iso_ts
+from agent.records.envelope import StoredRecord, canonical_json, parse_iso_ts
 from agent.uplink.base import UplinkStats
 
 if TYPE_CHECKING:
     from agent.ledger import Ledger
-    from agent.uplink.mqtt import MqttSettings
+    from agent.uplink.mqtt.uplink import MqttSettings
 
 log = logging.getLogger(__name__)
 

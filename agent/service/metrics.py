@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.ledger.store import size_on_disk
-from agent.records import Record
+from agent.records.envelope import Record
 
 log = logging.getLogger("evgw.metrics")
 

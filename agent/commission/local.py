@@ -3,63 +3,21 @@
 Each check returns one or more :class:`CheckResult` lines (OK / WARN / FAIL) with a concrete
 hint for anything that is not OK. Checks never raise: an unexpected exception becomes a FAIL
 line that names it. The device and uplink checks live next to their drivers' APIs in
-:mod:`agent.checks_devices`; this module holds the local ones (config, files, disk, clock).
+:mod:`agent.commission.devices`; this module holds the local ones (config, files, disk, clock).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from agent.config import ConfigError, check_private_file, load_secrets, secrets_path
-from agent.config_schema import Config
-
-
-class Level(StrEnum):
-    OK = "OK"
-    WARN = "WARN"
-    FAIL = "FAIL"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    name: str
-    level: Level
-    detail: str
-    hint: str = ""
-
-
-def ok(name: str, detail: str) -> CheckResult:
-    return CheckResult(name, Level.OK, detail)
-
-
-def warn(name: str, detail: str, hint: str) -> CheckResult:
-    return CheckResult(name, Level.WARN, detail, hint)
-
-
-def fail(name: str, detail: str, hint: str) -> CheckResult:
-    return CheckResult(name, Level.FAIL, detail, hint)
-
-
-def guarded(name: str, check: Callable[[], Iterable[CheckResult]]) -> list[CheckResult]:
-    """Run one check; an unexpected exception becomes a FAIL line instead of a traceback."""
-    try:
-        return list(check())
-    except Exception as exc:
-        return [
-            fail(
-                name,
-                f"the check itself failed: {type(exc).__name__}: {exc}",
-                "report this with the output of `evgw check --log-level debug`",
-            )
-        ]
+from agent.commission.results import CheckResult, fail, guarded, ok, warn
+from agent.config.errors import ConfigError
+from agent.config.schema import Config
+from agent.config.secrets import check_private_file, load_secrets, secrets_path
+from agent.service.clock import clock_synchronised
 
 
 def check_secrets(config: Config) -> list[CheckResult]:
@@ -140,27 +98,6 @@ def check_disk(
     return [ok("disk", detail)]
 
 
-class _Timex(ctypes.Structure):
-    # struct timex is ~208 bytes on 64-bit Linux; modes = 0 makes adjtimex read-only
-    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 252)]
-
-
-TIME_ERROR = 5
-
-
-def clock_synchronised() -> bool | None:
-    """The kernel's view (adjtimex): True synchronised, False not, None unknown."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    timex = _Timex()
-    state = libc.adjtimex(ctypes.byref(timex))
-    if state < 0:
-        return None
-    return state != TIME_ERROR
-
-
 def check_clock() -> list[CheckResult]:
     synced = clock_synchronised()
     if synced is None:
@@ -189,13 +126,3 @@ def local_checks(config: Config) -> list[CheckResult]:
     results += guarded("disk", lambda: check_disk(config))
     results += guarded("clock", check_clock)
     return results
-
-
-def render(results: list[CheckResult]) -> str:
-    width = max((len(r.name) for r in results), default=4)
-    lines = []
-    for r in results:
-        lines.append(f"{r.level.value:<4}  {r.name:<{width}}  {r.detail}")
-        if r.hint and r.level is not Level.OK:
-            lines.append(f"{'':<4}  {'':<{width}}  → {r.hint}")
-    return "\n".join(lines)

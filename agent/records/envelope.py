@@ -9,22 +9,9 @@ creation.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Final
+from typing import Any
 
 import msgspec
-
-KINDS: Final = (
-    "connector_status",
-    "bms_process",
-    "charge_order",
-    "alarm",
-    "meter_sample",
-    "station_stats",
-    "event",
-    "gateway_health",
-    "identity",
-)
-"""Every record kind. ``identity`` carries station/equipment/connector registration data."""
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,7 +1,7 @@
 """The T/CEC 102 uplink: ledger records → city platform notifications over HTTPS.
 
 One loop reads the next batch after the ``cec`` cursor, maps each record to its notification
-(:mod:`agent.uplink.cec_mapping`), sends the records of each connector strictly in order
+(:mod:`agent.uplink.cec.mapping`), sends the records of each connector strictly in order
 (connectors in parallel, one pooled HTTP/1.1 connection each), and acknowledges the batch
 once every record in it got ``Ret 0`` or was parked:
 
@@ -35,10 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from agent.record_bodies import BodyError, ConnectorStatusBody, EventBody, body_to_dict, decode_body
-from agent.records import Record, StoredRecord, iso_ts, parse_iso_ts
+from agent.config.section import default_of
+from agent.records.bodies import (
+    BodyError,
+    ConnectorStatusBody,
+    EventBody,
+    body_to_dict,
+    decode_body,
+)
+from agent.records.envelope import Record, StoredRecord, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
-from agent.uplink.cec_codec import (
+from agent.uplink.cec.codec import (
     CHINA_TZ,
     RECORD_ID_HEADER,
     CecCodecError,
@@ -53,7 +60,8 @@ from agent.uplink.cec_codec import (
     parse_envelope,
     seal_request,
 )
-from agent.uplink.cec_mapping import (
+from agent.uplink.cec.config import CecSection
+from agent.uplink.cec.mapping import (
     ALL_INTERFACES,
     CHARGE_STATUS,
     CHECK_ORDERS,
@@ -64,7 +72,7 @@ from agent.uplink.cec_mapping import (
     equip_charge_status,
     notification_for,
 )
-from agent.uplink.cec_token import FAILURE_BACKOFF_S, TokenManager, TokenUnavailable
+from agent.uplink.cec.token import FAILURE_BACKOFF_S, TokenManager, TokenUnavailable
 from agent.uplink.retry import Backoff, RetryState
 
 if TYPE_CHECKING:
@@ -75,7 +83,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CecSettings:
-    """Everything the T/CEC uplink needs; the config layer fills it from ``[uplink.cec]``."""
+    """Everything the T/CEC uplink needs; the plug-in fills it from ``[uplinks.cec]``, whose
+    defaults these are (one set of defaults: :func:`agent.config.section.default_of`)."""
 
     base_url: str
     """Platform base including its version path, e.g. ``https://host/shevcs/v1.0/``."""
@@ -90,19 +99,19 @@ class CecSettings:
     station_name: str
     equipment_owner_id: str = ""
     """Defaults to ``operator_id``."""
-    interfaces: frozenset[str] = ALL_INTERFACES
+    interfaces: frozenset[str] = frozenset(default_of(CecSection, "interfaces"))
     connect_timeout_s: float = 5.0
-    timeout_s: float = 15.0
-    batch_size: int = 200
+    timeout_s: float = default_of(CecSection, "request_timeout_s")
+    batch_size: int = default_of(CecSection, "batch_size")
     lanes_in_parallel: int = 4
     poll_s: float = 1.0
-    charge_status_interval_s: float = 50.0
+    charge_status_interval_s: float = default_of(CecSection, "status_interval_s")
     retry_initial_s: float = 1.0
-    retry_cap_s: float = 600.0
+    retry_cap_s: float = default_of(CecSection, "retry_max_s")
     token_retry_s: tuple[float, ...] = FAILURE_BACKOFF_S
-    key_as_iv: bool = False
+    key_as_iv: bool = default_of(CecSection, "iv_equals_key")
     """Shenzhen 2020 quirk: the DataSecret is also the IV."""
-    accept_lowercase_sig: bool = True
+    accept_lowercase_sig: bool = default_of(CecSection, "accept_lowercase_sig")
     verify_response_sig: bool = True
     integer_status_values: bool = True
     send_record_id_header: bool = True
@@ -177,6 +186,12 @@ class CecUplink:
         self.tokens = TokenManager(self._fetch_token, clock, settings.token_retry_s)
         self._http: httpx.AsyncClient | None = None
         self._last_reconciled_day: _dt.date | None = None
+
+    def status(self) -> dict[str, Any]:
+        """Counters plus how long the current token stays valid."""
+        token = self.tokens.token
+        valid_s = round(token.expires_at - self._clock()) if token is not None else None
+        return {**self.stats.as_dict(), "token_valid_s": valid_s}
 
     # -- lifecycle ---------------------------------------------------------------------------
 

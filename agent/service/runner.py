@@ -1,7 +1,7 @@
 """``evgw run``: the gateway service on one asyncio loop.
 
 Start-up: load and validate the config and secrets (a bad config stops here with exit 2,
-before systemd is told we are ready), build the components (:mod:`agent.wiring`), start
+before systemd is told we are ready), build the components (:mod:`agent.service.wiring`), start
 each as a supervised task, then send ``READY=1``. While running: ``WATCHDOG=1`` from the
 loop at half the watchdog interval and a one-line ``STATUS=``. SIGHUP reloads the config;
 one that fails validation is logged and ignored, the service keeps the old one. SIGTERM
@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import ConfigError, Secrets, load_config, load_secrets
-from agent.config_schema import Config
-from agent.logs import register_secrets
-from agent.metrics import start_metrics_server
-from agent.status_socket import StatusServer, socket_path
-from agent.supervisor import Supervisor
-from agent.systemd_notify import Notifier
-from agent.wiring import Runtime, build_runtime
+from agent.config.errors import ConfigError
+from agent.config.load import load_config
+from agent.config.schema import Config
+from agent.config.secrets import Secrets, load_secrets
+from agent.service.logs import register_secrets
+from agent.service.metrics import start_metrics_server
+from agent.service.status_socket import StatusServer, socket_path
+from agent.service.supervisor import Supervisor
+from agent.service.systemd_notify import Notifier
+from agent.service.wiring import Runtime, build_runtime
 
 log = logging.getLogger("evgw.service")
 

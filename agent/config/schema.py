@@ -1,7 +1,7 @@
 """The shape of ``evgw.toml``: typed, immutable, with defaults and ranges.
 
 Every section is a frozen ``msgspec.Struct``. Validation of a whole file (all errors at
-once, key paths, "did you mean") lives in :mod:`agent.config`; cross-checks between
+once, key paths, "did you mean") lives in :mod:`agent.config.load`; cross-checks between
 sections live there too. Field names carry their units.
 """
 
@@ -11,26 +11,23 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Meta = msgspec.Meta
-
-NonEmpty = Annotated[str, Meta(min_length=1)]
-Port = Annotated[int, Meta(ge=1, le=65535)]
-UnitId = Annotated[int, Meta(ge=1, le=247)]
-Positive = Annotated[float, Meta(gt=0)]
-NonNegative = Annotated[float, Meta(ge=0)]
-Percent = Annotated[float, Meta(ge=0, le=100)]
-Baud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
-CanBitrate = Literal[125000, 250000, 500000, 1000000]
-OperatorId = Annotated[
-    str, Meta(pattern=r"^[0-9A-Za-z]{9}$", description="exactly 9 letters or digits")
-]
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every config section: immutable, unknown keys rejected."""
+from agent.config.section import (
+    Baud,
+    CanBitrate,
+    Meta,
+    NonEmpty,
+    NonNegative,
+    OperatorId,
+    Percent,
+    Port,
+    Positive,
+    Section,
+    UnitId,
+)
+from agent.uplink.registry import PLUGINS
 
 
-class GatewaySection(_Section, kw_only=True):
+class GatewaySection(Section, kw_only=True):
     gateway_id: Annotated[
         str,
         Meta(
@@ -48,7 +45,7 @@ class GatewaySection(_Section, kw_only=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class StationSection(_Section, kw_only=True):
+class StationSection(Section, kw_only=True):
     station_id: Annotated[str, Meta(min_length=1, max_length=20)]
     name: Annotated[str, Meta(min_length=1, max_length=50)]
     area_code: Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="6 digits")] = "440300"
@@ -66,7 +63,7 @@ class StationSection(_Section, kw_only=True):
     lat: Annotated[float, Meta(ge=-90, le=90)] = 0.0
 
 
-class ConnectorSection(_Section, kw_only=True):
+class ConnectorSection(Section, kw_only=True):
     connector_id: Annotated[str, Meta(min_length=1, max_length=26)]
     name: Annotated[str, Meta(max_length=30)] = ""
     connector_type: Literal[1, 2, 3, 4, 5, 6, 255]
@@ -80,7 +77,7 @@ class ConnectorSection(_Section, kw_only=True):
     park_no: Annotated[str, Meta(max_length=10)] = ""
 
 
-class EquipmentSection(_Section, kw_only=True):
+class EquipmentSection(Section, kw_only=True):
     equipment_id: Annotated[str, Meta(min_length=1, max_length=23)]
     name: Annotated[str, Meta(max_length=30)] = ""
     equipment_type: Literal[1, 2, 3, 4, 5, 255]
@@ -94,7 +91,7 @@ class EquipmentSection(_Section, kw_only=True):
     connectors: Annotated[list[ConnectorSection], Meta(min_length=1)]
 
 
-class MeterSection(_Section, kw_only=True):
+class MeterSection(Section, kw_only=True):
     meter_id: Annotated[str, Meta(min_length=1, max_length=32)]
     profile: NonEmpty
     """Meter model profile name, as listed by ``evgw meter profiles``."""
@@ -124,7 +121,7 @@ class MeterSection(_Section, kw_only=True):
     (e.g. ``{ energy_block = "0x4000" }``)."""
 
 
-class CanBusSection(_Section, kw_only=True):
+class CanBusSection(Section, kw_only=True):
     connector_id: NonEmpty
     interface: NonEmpty
     """A python-can interface: socketcan, slcan, pcan, kvaser, virtual, …"""
@@ -133,82 +130,24 @@ class CanBusSection(_Section, kw_only=True):
     listen_only: bool = True
 
 
-class MqttSection(_Section, kw_only=True):
-    enabled: bool = True
-    brokers: Annotated[
-        list[Annotated[str, Meta(pattern=r"^[^:\s]+:\d{1,5}$", description="host:port")]],
-        Meta(min_length=1),
-    ]
-    """``host:port`` entries, tried in turn."""
-    tls: bool = True
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    verify_hostname: bool = True
-    client_id: str | None = None
-    """Stable client id; defaults to ``evgw-<gateway_id>``."""
-    protocol: Literal["3.1.1", "5"] = "5"
-    topic_prefix: Annotated[
-        str, Meta(pattern=r"^[^#+\s]+$", description="a topic without wildcards or spaces")
-    ] = "evgw/v1"
-    qos: Literal[1] = 1
-    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
-    batch_size: Annotated[int, Meta(ge=1, le=10000)] = 500
-    inflight: Annotated[int, Meta(ge=1, le=1000)] = 20
-    command_pubkey_file: str | None = None
-    """PEM public key of the platform: downlink commands must be signed by it."""
+UplinksSection = msgspec.defstruct(
+    "UplinksSection",
+    [(plugin.name, plugin.section | None, None) for plugin in PLUGINS],
+    bases=(Section,),
+    module=__name__,
+    kw_only=True,
+)
+"""``[uplinks.<name>]``: one optional section per registered uplink plug-in."""
 
 
-CecInterface = Literal[
-    "notification_stationInfo",
-    "notification_stationStatus",
-    "notification_bmsInfo",
-    "notification_alarmInfo",
-    "notification_charge_order_info",
-    "notification_eventInfo",
-    "notification_equip_charge_status",
-    "check_charge_orders",
-]
-
-ALL_CEC_INTERFACES: tuple[str, ...] = CecInterface.__args__  # type: ignore[attr-defined]
-
-
-class CecSection(_Section, kw_only=True):
-    enabled: bool = True
-    base_url: Annotated[
-        str, Meta(pattern=r"^https?://\S+$", description="an http:// or https:// URL")
-    ]
-    operator_id: OperatorId | None = None
-    """Our OperatorID on the platform; defaults to ``gateway.operator_id``."""
-    platform_operator_id: OperatorId
-    interfaces: list[CecInterface] = msgspec.field(default_factory=lambda: list(ALL_CEC_INTERFACES))
-    request_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
-    token_refresh_margin_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
-    status_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
-    retry_max_s: Annotated[float, Meta(ge=1, le=3600)] = 300.0
-    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 50
-    iv_equals_key: bool = False
-    """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
-    accept_lowercase_sig: bool = False
-    """Platform quirk: the platform answers with a lower-case hex Sig."""
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
-class UplinksSection(_Section, kw_only=True):
-    mqtt: MqttSection | None = None
-    cec: CecSection | None = None
-
-
-class LedgerSection(_Section, kw_only=True):
+class LedgerSection(Section, kw_only=True):
     path: NonEmpty = "/var/lib/evgw/ledger.db"
     key_path: NonEmpty = "/var/lib/evgw/gateway.key"
     size_cap_mb: Annotated[float, Meta(ge=1)] = 1024.0
     checkpoint_interval_s: Annotated[float, Meta(ge=1, le=60)] = 60.0
 
 
-class SamplingSection(_Section, kw_only=True):
+class SamplingSection(Section, kw_only=True):
     bms_process_interval_s: Annotated[float, Meta(ge=1, le=3600)] = 15.0
     status_heartbeat_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
     meter_sample_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
@@ -222,7 +161,7 @@ class SamplingSection(_Section, kw_only=True):
     """Local time of the hourly/daily statistics (China: +8); days start at local midnight."""
 
 
-class SafetySection(_Section, kw_only=True):
+class SafetySection(Section, kw_only=True):
     battery_over_temp_c: Annotated[float, Meta(ge=0, le=150)] = 55.0
     temp_rise_c_per_min: Annotated[float, Meta(gt=0, le=100)] = 2.0
     overcurrent_margin_a: NonNegative = 5.0
@@ -239,13 +178,13 @@ class SafetySection(_Section, kw_only=True):
     """Cell/pack over-voltage clears when this far below the BCP limit."""
 
 
-class MetricsSection(_Section, kw_only=True):
+class MetricsSection(Section, kw_only=True):
     enabled: bool = False
     port: Port = 9108
     """Bound to 127.0.0.1 only."""
 
 
-class Config(_Section, kw_only=True):
+class Config(Section, kw_only=True):
     gateway: GatewaySection
     station: StationSection
     equipment: Annotated[list[EquipmentSection], Meta(min_length=1)]

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import default_config_path, load_config
+from agent.config.load import default_config_path, load_config
 from agent.errors import UserError
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from agent.config_schema import Config, MeterSection
+from agent.config.schema import Config, MeterSection
 from agent.station.inputs import BusActivity
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
 from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging

@@ -1,12 +1,12 @@
 """Records → T/CEC 102 / Shenzhen business objects, in their exact wire formats.
 
-Pure functions: a :class:`~agent.records.StoredRecord` (with a body validated by
-:func:`agent.record_bodies.decode_body`) becomes a :class:`Notification` — the interface name
+Pure functions: a :class:`~agent.records.envelope.StoredRecord` (with a body validated by
+:func:`agent.records.bodies.decode_body`) becomes a :class:`Notification` — the interface name
 and the ``Data`` object — or None when the kind does not go to the city platform. Wire rules
 (spec §12–§15): PascalCase member names with the standard's misspellings (``Sevice*``,
 ``TatalVoltage``, ``TemptureH/L``, ``BusineHours``, ``OpratorType``), times as
 ``yyyy-MM-dd HH:mm:ss`` in UTC+8, quantities as JSON numbers with fixed decimals (``Decimal``,
-written with trailing zeros by :func:`agent.uplink.cec_codec.encode_business`).
+written with trailing zeros by :func:`agent.uplink.cec.codec.encode_business`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
-from agent.record_bodies import (
+from agent.records.bodies import (
     AlarmBody,
     BmsProcessBody,
     ChargeOrderBody,
@@ -27,8 +27,8 @@ from agent.record_bodies import (
     IdentityBody,
     decode_body,
 )
-from agent.records import StoredRecord, parse_iso_ts
-from agent.uplink.cec_codec import CHINA_TZ
+from agent.records.envelope import StoredRecord, parse_iso_ts
+from agent.uplink.cec.codec import CHINA_TZ
 
 STATION_STATUS: Final = "notification_stationStatus"
 BMS_INFO: Final = "notification_bmsInfo"
@@ -330,7 +330,7 @@ def event_info(record: StoredRecord, body: EventBody, ctx: MappingContext) -> di
 def notification_for(record: StoredRecord, ctx: MappingContext) -> Notification | None:
     """The push for one record, or None when the record does not go to the city platform.
 
-    Raises :class:`agent.record_bodies.BodyError` for a body that breaks its schema.
+    Raises :class:`agent.records.bodies.BodyError` for a body that breaks its schema.
     """
     interface = INTERFACE_BY_KIND.get(record.kind)
     if interface is None:

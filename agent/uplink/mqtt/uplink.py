@@ -13,7 +13,7 @@ password, MQTT 3.1.1 or 5, a list of brokers tried in turn, last will
 
 Downlink: signed commands on ``{prefix}/{station_id}/cmd/<name>`` (``bms_query``,
 ``resend``, ``status``), replies on ``{prefix}/{station_id}/reply/<name>``; see
-:mod:`agent.uplink.mqtt_commands`.
+:mod:`agent.uplink.mqtt.commands`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.records import StoredRecord
+from agent.config.section import default_of
+from agent.records.envelope import StoredRecord
 from agent.uplink.base import UplinkStats
-from agent.uplink.mqtt_commands import CommandHandler
+from agent.uplink.mqtt.commands import CommandHandler
+from agent.uplink.mqtt.config import MqttSection
 from agent.uplink.retry import Backoff, RetryState
 
 if TYPE_CHECKING:
@@ -51,31 +53,32 @@ _JSON = msgspec.json.Encoder()
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
-    """Everything the MQTT uplink needs; the config layer fills it from ``[uplink.mqtt]``."""
+    """Everything the MQTT uplink needs; the plug-in fills it from ``[uplinks.mqtt]``, whose
+    defaults these are (one set of defaults: :func:`agent.config.section.default_of`)."""
 
     brokers: tuple[str, ...]
     """``host:port`` of each broker (cluster node), tried in turn."""
     station_id: str
     client_id: str
     """Stable across restarts: the broker keeps the session under it."""
-    topic_prefix: str = "evgw"
+    topic_prefix: str = default_of(MqttSection, "topic_prefix")
     topic_template: str = "{prefix}/{station_id}/{kind}"
-    protocol: Literal["3.1.1", "5"] = "5"
+    protocol: Literal["3.1.1", "5"] = default_of(MqttSection, "protocol")
     username: str | None = None
     password: str | None = None
-    tls: bool = True
+    tls: bool = default_of(MqttSection, "tls")
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
-    tls_verify: bool = True
+    tls_verify: bool = default_of(MqttSection, "verify_hostname")
     """Check the broker's chain and host name. Turn off only on a test bench."""
     qos: Literal[1] = 1
-    batch_size: int = 2000
+    batch_size: int = default_of(MqttSection, "batch_size")
     """Records read from the ledger per batch."""
     records_per_message: int = 500
-    inflight_window: int = 16
+    inflight_window: int = default_of(MqttSection, "inflight")
     """Messages published and not yet acknowledged, at most."""
-    keepalive_s: int = 30
+    keepalive_s: int = default_of(MqttSection, "keepalive_s")
     session_expiry_s: int = 7 * 86400
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
@@ -160,6 +163,11 @@ class MqttUplink:
         self._broker_index = 0
         self._stopping = False
         self.connects = 0
+
+    def status(self) -> dict[str, Any]:
+        """Counters plus the broker this uplink talks to (or tries next)."""
+        broker = self.settings.brokers[self._broker_index % len(self.settings.brokers)]
+        return {**self.stats.as_dict(), "broker": broker}
 
     # -- paho client --------------------------------------------------------------------------
 

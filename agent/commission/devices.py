@@ -1,4 +1,5 @@
-"""``evgw check`` against the real world: meters, CAN buses, the MQTT broker, the T/CEC platform.
+"""``evgw check`` against the real world: meters, CAN buses, then each enabled uplink's own
+check (:attr:`agent.uplink.plugin.UplinkPlugin.check`).
 
 Each check talks to the device or platform once through the same code the service uses
 (the line pollers, the listen-only CAN listener, the T/CEC client's token request) and turns
@@ -10,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import ssl
 import time
 from typing import Any
 
 import msgspec
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.checks import CheckResult, fail, ok, warn
-from agent.config import ConfigError, Secrets
-from agent.config_schema import Config, MeterSection
-from agent.devices import build_pollers, bus_spec
-from agent.uplink.cec import CecUplink
-from agent.uplinks import cec_settings, mqtt_settings
+from agent.commission.results import CheckResult, fail, ok, warn
+from agent.config.errors import ConfigError
+from agent.config.schema import Config, MeterSection
+from agent.config.secrets import Secrets
+from agent.service.devices import build_pollers, bus_spec
+from agent.uplink.registry import enabled_uplinks
 from drivers.gbt27930.bus import BusStateChanged, CanListener
 from drivers.modbus.link import quiet_library_logging
 from drivers.modbus.profile import load_profiles
@@ -176,88 +174,6 @@ async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
     return results
 
 
-def check_mqtt(config: Config, secrets: Secrets, timeout_s: float = 5.0) -> list[CheckResult]:
-    m = config.uplinks.mqtt
-    if m is None or not m.enabled:
-        return []
-    s = mqtt_settings(config, secrets)
-    results = []
-    for index, address in enumerate(s.brokers):
-        host, port = s.address(index)
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{s.client_id}-check",
-            protocol=MQTTProtocolVersion.MQTTv5
-            if s.protocol == "5"
-            else MQTTProtocolVersion.MQTTv311,
-        )
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        name = f"MQTT {address}"
-        try:
-            if s.tls:
-                client.tls_set(
-                    ca_certs=str(s.ca_file) if s.ca_file else None,
-                    certfile=str(s.client_cert) if s.client_cert else None,
-                    keyfile=str(s.client_key) if s.client_key else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-                client.tls_insecure_set(not s.tls_verify)
-            client.connect(host, port, keepalive=10)
-            client.loop_start()
-            info = client.publish(f"{s.base_topic}/check", b"evgw check", qos=1)
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
-                raise TimeoutError(f"no PUBACK within {timeout_s:.0f} s")
-            results.append(ok(name, f"connected and published to {s.base_topic}/check (QoS 1)"))
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            if "certificate" in text.lower() or "ssl" in text.lower():
-                hint = "TLS failed: check ca_file, the broker's host name and the client cert"
-            elif "not authori" in text.lower() or "bad user" in text.lower():
-                hint = (
-                    "the broker refused the login: check [mqtt] username/password in secrets.toml"
-                )
-            else:
-                hint = "cannot reach the broker: address, port, firewall, DNS"
-            results.append(fail(name, text, hint))
-        finally:
-            client.loop_stop()
-            with contextlib.suppress(Exception):
-                client.disconnect()
-    return results
-
-
-def _cec_hint(message: str) -> str:
-    if "4001" in message or "sig" in message.lower():
-        return (
-            "the Sig does not match: sig_secret in secrets.toml differs from the platform's "
-            "(evgw cec open shows expected and got)"
-        )
-    if "4003" in message or "4004" in message:
-        return "check operator_id, operator_secret and data_secret/data_iv (iv_equals_key quirk?)"
-    if "4002" in message:
-        return "the platform rejects the token: check the clock and the operator secret"
-    return "cannot reach the platform: base_url, DNS, firewall, TLS (ca_file, client cert)"
-
-
-async def check_cec(config: Config, secrets: Secrets) -> list[CheckResult]:
-    c = config.uplinks.cec
-    if c is None or not c.enabled:
-        return []
-    uplink = CecUplink(cec_settings(config, secrets), ledger=None)  # type: ignore[arg-type]
-    name = "T/CEC platform"
-    try:
-        async with uplink:
-            await uplink.tokens.get()
-        token = uplink.tokens.token
-        lifetime = f", token valid {token.expires_at - time.time():.0f} s" if token else ""
-        return [ok(name, f"query_token at {c.base_url} accepted{lifetime}")]
-    except Exception as exc:
-        message = str(exc)
-        return [fail(name, f"query_token at {c.base_url}: {message}", _cec_hint(message))]
-
-
 async def device_checks(
     config: Config, secrets: Secrets | None, listen_s: float
 ) -> list[CheckResult]:
@@ -265,9 +181,9 @@ async def device_checks(
     results += await check_can(config, listen_s)
     if secrets is None:
         return results
-    try:
-        results += await asyncio.to_thread(check_mqtt, config, secrets)
-    except ConfigError as exc:
-        results.append(fail("MQTT", "; ".join(exc.problems), "fix the file named"))
-    results += await check_cec(config, secrets)
+    for plugin, section in enabled_uplinks(config):
+        try:
+            results += await plugin.check(config, section, secrets.uplink(plugin.name))
+        except ConfigError as exc:
+            results.append(fail(plugin.title, "; ".join(exc.problems), "fix the file named"))
     return results

@@ -1,6 +1,6 @@
 """What the service runs, built from the config.
 
-:func:`build_runtime` turns a validated :class:`~agent.config_schema.Config` into a
+:func:`build_runtime` turns a validated :class:`~agent.config.schema.Config` into a
 :class:`Runtime`: long-lived resources (the ledger and its key) plus the list of supervised
 :class:`Component`\\ s (drivers, station model, uplinks). On SIGHUP the service stops the
 components, calls :meth:`Runtime.reconfigure` with the new config and starts the new ones;
@@ -17,20 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.checks import clock_synchronised
-from agent.config import Secrets
-from agent.config_schema import Config
-from agent.devices import Devices
+from agent.config.schema import Config
+from agent.config.secrets import Secrets
 from agent.ledger import GatewayKey, Ledger
-from agent.metrics import CountingLedger
-from agent.record_bodies import EventBody, body_to_dict
-from agent.records import Record, iso_ts
+from agent.records.bodies import EventBody, body_to_dict
+from agent.records.envelope import Record, iso_ts
+from agent.service.clock import clock_synchronised
+from agent.service.devices import Devices
+from agent.service.metrics import CountingLedger
+from agent.service.views import connector_rows
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
 from agent.station.writer import StationWriter
-from agent.uplinks import build_uplinks
+from agent.uplink.plugin import Uplink
+from agent.uplink.registry import build_uplinks, enabled_uplinks
 from agent.version import VERSION
-from agent.views import connector_rows
 
 log = logging.getLogger("evgw.wiring")
 
@@ -74,20 +75,17 @@ class Runtime:
     writer: StationWriter
     counting_ledger: CountingLedger
     devices: Devices
-    uplinks: list[Any] = field(default_factory=list)
+    uplinks: list[Uplink] = field(default_factory=list)
     components: list[Component] = field(default_factory=list)
 
     def uplink_stats(self) -> dict[str, dict[str, Any]]:
-        """Each uplink's counters (sent, acked, retries, parked, backlog, last_error)."""
-        return {u.name: u.stats.as_dict() for u in self.uplinks}
+        """Each uplink's status row: its counters (sent, acked, retries, parked, backlog,
+        last_error) and what the uplink adds of its own state."""
+        return {u.name: u.status() for u in self.uplinks}
 
     def summary(self) -> str:
         c = self.config
-        uplinks = [
-            name
-            for name, section in (("mqtt", c.uplinks.mqtt), ("cec", c.uplinks.cec))
-            if section is not None and section.enabled
-        ]
+        uplinks = [plugin.name for plugin, _section in enabled_uplinks(c)]
         return (
             f"station {c.station.station_id}: {len(c.connectors())} connectors, "
             f"{len(c.meters)} meters, {len(c.can_buses)} CAN buses, "

@@ -1,0 +1,1 @@
+"""What `evgw check` runs against the real site."""

@@ -1,0 +1,1 @@
+"""The gateway's config: schema, loading, secrets and shipped resources."""

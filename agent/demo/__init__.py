@@ -1,0 +1,1 @@
+"""The simulated station of `evgw demo` and its report."""

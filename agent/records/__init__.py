@@ -1,0 +1,1 @@
+"""The record envelope and the body of each record kind."""

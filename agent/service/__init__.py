@@ -1,0 +1,1 @@
+"""`evgw run`: runner, wiring, devices, supervisor, systemd notify, status socket, metrics, logs."""

@@ -1,0 +1,1 @@
+"""The T/CEC 102 uplink plug-in."""

@@ -1,0 +1,66 @@
+"""``[uplinks.cec]``: the T/CEC 102 uplink's section of evgw.toml and its cross-checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import msgspec
+
+from agent.config.section import Meta, OperatorId, Section
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+
+
+CecInterface = Literal[
+    "notification_stationInfo",
+    "notification_stationStatus",
+    "notification_bmsInfo",
+    "notification_alarmInfo",
+    "notification_charge_order_info",
+    "notification_eventInfo",
+    "notification_equip_charge_status",
+    "check_charge_orders",
+]
+
+ALL_CEC_INTERFACES: tuple[str, ...] = CecInterface.__args__  # type: ignore[attr-defined]
+
+
+class CecSection(Section, kw_only=True):
+    enabled: bool = True
+    base_url: Annotated[
+        str, Meta(pattern=r"^https?://\S+$", description="an http:// or https:// URL")
+    ]
+    operator_id: OperatorId | None = None
+    """Our OperatorID on the platform; defaults to ``gateway.operator_id``."""
+    platform_operator_id: OperatorId
+    interfaces: list[CecInterface] = msgspec.field(default_factory=lambda: list(ALL_CEC_INTERFACES))
+    request_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    token_refresh_margin_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
+    status_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
+    retry_max_s: Annotated[float, Meta(ge=1, le=3600)] = 300.0
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 50
+    iv_equals_key: bool = False
+    """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
+    accept_lowercase_sig: bool = False
+    """Platform quirk: the platform answers with a lower-case hex Sig."""
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def cross_check(config: Config, cec: CecSection) -> list[str]:
+    problems = []
+    if (cec.cert_file is None) != (cec.key_file is None):
+        problems.append("uplinks.cec: cert_file and key_file must be given together")
+    for i, e in enumerate(config.equipment):
+        if len(e.manufacturer_id) != 9:
+            problems.append(
+                f"equipment[{i}].manufacturer_id: the city platform requires the "
+                f"manufacturer's 9-character organisation code, found {e.manufacturer_id!r}"
+            )
+    twice = sorted(name for name, n in Counter(cec.interfaces).items() if n > 1)
+    if twice:
+        problems.append(f"uplinks.cec.interfaces: listed twice: {twice}")
+    return problems

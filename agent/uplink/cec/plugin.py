@@ -1,0 +1,103 @@
+"""The T/CEC 102 uplink as a plug-in: its section, secrets, settings, construction, check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.config.section import Secret
+from agent.uplink.cec.check import check_platform
+from agent.uplink.cec.config import CecSection, cross_check
+from agent.uplink.cec.uplink import CecSettings, CecUplink
+from agent.uplink.plugin import UplinkPlugin
+
+if TYPE_CHECKING:
+    from agent.commission.results import CheckResult
+    from agent.config.schema import Config
+    from agent.ledger import Ledger
+
+SIXTEEN_BYTES = ("data_secret", "data_iv", "sig_secret")
+"""The AES key, the IV and the HMAC key are 16 bytes each (T/CEC 102 §8)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CecPlatformSecrets:
+    """``[cec]`` of secrets.toml: the four secrets the city platform issued."""
+
+    operator_secret: Secret
+    data_secret: Secret
+    data_iv: Secret
+    sig_secret: Secret
+
+
+def _secret(table: dict[str, Any], key: str, problems: list[str]) -> Secret:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        problems.append(f"cec.{key}: required, a non-empty string")
+        return Secret("")
+    if key in SIXTEEN_BYTES and len(value.encode()) != 16:
+        problems.append(
+            f"cec.{key}: must be 16 ASCII characters, found {len(value.encode())} bytes"
+        )
+    return Secret(value)
+
+
+def parse_secrets(table: dict[str, Any] | None, problems: list[str]) -> CecPlatformSecrets:
+    table = table or {}
+    return CecPlatformSecrets(
+        **{key: _secret(table, key, problems) for key in CecPlatformSecrets.__slots__}
+    )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSettings:
+    return CecSettings(
+        base_url=c.base_url,
+        operator_id=c.operator_id or config.gateway.operator_id,
+        platform_operator_id=c.platform_operator_id,
+        operator_secret=str(s.operator_secret),
+        data_secret=str(s.data_secret),
+        data_iv=str(s.data_iv),
+        sig_secret=str(s.sig_secret),
+        station_id=config.station.station_id,
+        station_name=config.station.name,
+        equipment_owner_id=config.station.equipment_owner_id or "",
+        interfaces=frozenset(c.interfaces),
+        timeout_s=c.request_timeout_s,
+        batch_size=c.batch_size,
+        charge_status_interval_s=c.status_interval_s,
+        retry_cap_s=c.retry_max_s,
+        key_as_iv=c.iv_equals_key,
+        accept_lowercase_sig=c.accept_lowercase_sig,
+        ca_file=_path(c.ca_file),
+        client_cert=_path(c.cert_file),
+        client_key=_path(c.key_file),
+    )
+
+
+def build(
+    config: Config, section: CecSection, secrets: CecPlatformSecrets, ledger: Ledger
+) -> CecUplink:
+    return CecUplink(cec_settings(config, section, secrets), ledger)
+
+
+async def check(
+    config: Config, section: CecSection, secrets: CecPlatformSecrets
+) -> list[CheckResult]:
+    return await check_platform(cec_settings(config, section, secrets))
+
+
+PLUGIN = UplinkPlugin(
+    name="cec",
+    title="T/CEC platform",
+    section=CecSection,
+    secrets_required=True,
+    parse_secrets=parse_secrets,
+    cross_check=cross_check,
+    build=build,
+    check=check,
+)

@@ -1,0 +1,68 @@
+"""What an uplink plug-in gives the rest of the gateway (DESIGN §4, §6).
+
+An uplink is one folder, ``agent/uplink/<name>/``, whose ``plugin.py`` exports one
+:class:`UplinkPlugin`, and one line in :mod:`agent.uplink.registry`. Through it the uplink
+owns its config section (``[uplinks.<name>]``), its secrets table (``[<name>]`` in
+``secrets.toml``), its settings and their defaults, its construction, its ``evgw check`` step
+and — through :meth:`Uplink.status` — its lines in ``evgw status``. The config loader, the
+secrets loader, the service, the checks and the status view iterate over the registry and
+name no uplink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from agent.uplink.base import UplinkStats
+
+if TYPE_CHECKING:
+    from agent.commission.results import CheckResult
+    from agent.config.schema import Config
+    from agent.ledger import Ledger
+
+
+class Uplink(Protocol):
+    """What the service runner needs from an uplink."""
+
+    name: str
+    stats: UplinkStats
+
+    async def run(self) -> None:
+        """Forward records until cancelled; transient failures are retried, never raised."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """This uplink's row in ``evgw status`` and the metrics (its counters and state)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkPlugin:
+    """One uplink kind, as the registry lists it."""
+
+    name: str
+    """Its key: ``[uplinks.<name>]`` in evgw.toml, ``[<name>]`` in secrets.toml, the cursor."""
+    title: str
+    """How messages name it, e.g. ``MQTT``."""
+    section: type[msgspec.Struct]
+    """The schema of ``[uplinks.<name>]`` (a :class:`agent.config.section.Section`)."""
+    secrets_required: bool
+    """Whether ``secrets.toml`` must exist and hold ``[<name>]`` when the uplink is enabled."""
+    parse_secrets: Callable[[dict[str, Any] | None, list[str]], Any]
+    """``[<name>]`` of secrets.toml (None when absent) → its secrets object; problems are
+    appended with their key path (``<name>.<key>: …``)."""
+    cross_check: Callable[[Config, Any], list[str]]
+    """Problems between its section and the rest of the config (key paths in each)."""
+    build: Callable[[Config, Any, Any, Ledger], Uplink]
+    """(config, its section, its secrets, the ledger) → the uplink the service supervises."""
+    check: Callable[[Config, Any, Any], Awaitable[list[CheckResult]]]
+    """``evgw check``'s step: talk to the platform once, OK/WARN/FAIL lines with hints."""
+
+    def enabled_section(self, config: Config) -> Any | None:
+        """Its section when configured and enabled, else None."""
+        section = getattr(config.uplinks, self.name)
+        return section if section is not None and section.enabled else None
