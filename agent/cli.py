@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Sequence
 
 from agent import commands
 from agent.errors import UserError
 from agent.version import VERSION
+
+TRACEBACK_ENV = "EVGW_TRACEBACK"
+"""Set to show the traceback of an internal error (for a bug report)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `evgw … | head` closed the pipe: not an error worth a traceback
         sys.stderr.close()
         return 0
+    except Exception as exc:  # the last guard: a bug must not show a user a traceback
+        print(
+            f"evgw: internal error in `evgw {args.command}`: {type(exc).__name__}: {exc}\n"
+            f"  this is a bug; run again with {TRACEBACK_ENV}=1 and report the output",
+            file=sys.stderr,
+        )
+        if os.environ.get(TRACEBACK_ENV):
+            traceback.print_exc()
+        return 1
     return int(rc or 0)
 
 

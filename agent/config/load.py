@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 import types
 import typing
 from collections import Counter
@@ -25,6 +24,7 @@ import msgspec
 
 from agent.config.errors import ConfigError
 from agent.config.schema import Config, MeterSection
+from agent.config.toml_input import parse_toml
 from agent.uplink.registry import enabled_uplinks
 from drivers.modbus.profile import builtin_profiles_dir
 
@@ -56,11 +56,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def parse_config(raw: bytes | str, source: str = "<config>") -> Config:
-    text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
+    data = parse_toml(raw, source)
     problems: list[str] = []
     _check(data, Config, "", problems)
     if problems:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from agent.config.errors import ConfigError
 from agent.config.schema import Config
 from agent.config.section import Secret
+from agent.config.toml_input import parse_toml
 from agent.uplink.registry import PLUGINS, enabled_uplinks
 
 SECRETS_CREDENTIAL = "secrets.toml"
@@ -86,9 +86,9 @@ def load_secrets(config: Config) -> Secrets:
         if problems:
             raise ConfigError(str(path), problems)
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+        data = parse_toml(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
     problems = []
     known = [p.name for p in PLUGINS]
     for key in data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,23 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
+def tracked_copy(destination: Path) -> Path:
+    """The files git tracks, copied (links as links): a build from the work tree would reuse
+    a stale ``build/`` folder and could pass with files the source no longer has."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source, target = REPO / name, destination / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the work tree, not yet committed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    return destination
+
+
 def test_wheel_contents(tmp_path: Path) -> None:
+    source = tracked_copy(tmp_path / "src")
     result = subprocess.run(
         [
             sys.executable,
@@ -21,7 +38,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
             "-q",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(source),
         ],
         capture_output=True,
         text=True,
@@ -32,15 +49,16 @@ def test_wheel_contents(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in (
         "agent/cli.py",
-        "agent/config.py",
-        "agent/resources/evgw.example.toml",
-        "agent/resources/secrets.example.toml",
-        "agent/resources/demo.toml",
+        "agent/config/load.py",
+        "agent/uplink/mqtt/plugin.py",
+        "agent/config/resources/evgw.example.toml",
+        "agent/config/resources/secrets.example.toml",
+        "agent/config/resources/demo.toml",
         "drivers/__init__.py",
         "sim/__init__.py",
     ):
         assert expected in names, expected
     for profile in (REPO / "config" / "meters").glob("*.toml"):
-        assert f"agent/resources/meters/{profile.name}" in names, profile.name
+        assert f"agent/config/resources/meters/{profile.name}" in names, profile.name
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "evgw = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
