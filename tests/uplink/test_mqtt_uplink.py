@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import signal
 import threading
@@ -22,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from agent.ledger import GatewayKey, Ledger, PublicKey
 from agent.ledger.chain import Checkpoint, checkpoint_signature_ok
 from agent.records.envelope import StoredRecord, iso_ts
+from agent.uplink.base import UplinkStats
 from agent.uplink.mqtt.commands import command_payload
 from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
 from tests.conftest import Broker, free_port, make_broker
@@ -571,3 +573,87 @@ async def test_read_ahead_closes_only_after_a_cancelled_read(ledger: Ledger) -> 
         task.cancel()
     records = await ledger.read_after(0, 3000, uplink="mqtt")
     assert [r.seq for r in records] == list(range(1, 3001))
+
+
+async def test_verify_hostname_off_still_verifies_the_chain(
+    tls_broker: Broker, pki: Pki, ledger: Ledger, running: list[asyncio.Task[None]]
+) -> None:
+    """`verify_hostname = false` skips the host-name check only: a broker whose certificate
+    no trusted CA signed is still refused."""
+    await ledger.append(mixed(1))
+    conf = settings(tls_broker.port, pki, ca_file=pki.other_ca, verify_hostname=False)
+    uplink = MqttUplink(conf, ledger)
+    running.append(asyncio.create_task(uplink.run()))
+
+    async def failed() -> bool:
+        return uplink.stats.last_error is not None
+
+    await until(failed, "a TLS failure")
+    assert not uplink.stats.connected and await ledger.cursor("mqtt") == 0
+
+
+async def test_verify_hostname_off_connects_with_the_right_ca(
+    tls_broker: Broker, pki: Pki, ledger: Ledger, running: list[asyncio.Task[None]]
+) -> None:
+    await ledger.append(mixed(1))
+    uplink = MqttUplink(settings(tls_broker.port, pki, verify_hostname=False), ledger)
+    running.append(asyncio.create_task(uplink.run()))
+    await cursor_at(ledger, 1)
+    assert uplink.stats.connected
+
+
+async def test_command_replay_refused_across_a_restart(tmp_path: Path, ledger: Ledger) -> None:
+    """The replay window is durable: a signed command captured and replayed after the
+    gateway restarted is refused; a fresh id is still accepted."""
+    from agent.uplink.mqtt.commands import CommandHandler
+
+    platform = Platform()
+    conf = settings(
+        1883,
+        None,
+        command_public_key_pem=platform.public_pem,
+        command_replay_file=tmp_path / "mqtt-commands.seen",
+    )
+    topic = f"{conf.base_topic}/cmd/status"
+    captured = platform.command("status", "c-once", {})
+
+    class NoPublish:
+        stats = UplinkStats()
+
+        async def publish_records(self, _records: Any) -> Any:
+            raise AssertionError("status publishes nothing")
+
+    first = CommandHandler(conf, ledger, NoPublish(), time.time)  # type: ignore[arg-type]
+    reply = await first.handle(topic, captured)
+    assert reply is not None and json.loads(reply.payload)["ok"] is True
+    restarted = CommandHandler(conf, ledger, NoPublish(), time.time)  # type: ignore[arg-type]
+    replayed = await restarted.handle(topic, captured)
+    assert replayed is not None
+    body = json.loads(replayed.payload)
+    assert body["ok"] is False and "already used (replay)" in body["error"]
+    fresh = await restarted.handle(topic, platform.command("status", "c-two", {}))
+    assert fresh is not None and json.loads(fresh.payload)["ok"] is True
+    # a damaged line in the file is skipped, the rest of the window kept
+    with open(tmp_path / "mqtt-commands.seen", "ab") as f:
+        f.write(b"\xff{not json\n")
+    again = CommandHandler(conf, ledger, NoPublish(), time.time)  # type: ignore[arg-type]
+    refused = await again.handle(topic, captured)
+    assert refused is not None and json.loads(refused.payload)["ok"] is False
+
+
+async def test_a_flood_of_refused_commands_logs_a_few_lines(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.uplink.mqtt.commands import CommandHandler
+
+    conf = settings(1883, None, command_public_key_pem=Platform().public_pem)
+    handler = CommandHandler(conf, ledger, None, time.time)  # type: ignore[arg-type]
+    unsigned = json.dumps({"id": "x", "ts": iso_ts(time.time()), "sig": "AAAA"}).encode()
+    with caplog.at_level(logging.WARNING, logger="agent.uplink.mqtt.commands"):
+        for i in range(5000):
+            await handler.handle(
+                f"{conf.base_topic}/cmd/status", unsigned.replace(b'"x"', f'"x{i}"'.encode())
+            )
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert handler.refused == 5000
+    assert 1 <= len(lines) <= 2

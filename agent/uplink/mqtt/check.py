@@ -35,7 +35,7 @@ def check_broker(s: MqttSettings, timeout_s: float = 5.0) -> list[CheckResult]:
                     keyfile=str(s.client_key) if s.client_key else None,
                     cert_reqs=ssl.CERT_REQUIRED,
                 )
-                client.tls_insecure_set(not s.tls_verify)
+                client.tls_insecure_set(not s.verify_hostname)
             client.connect(host, port, keepalive=10)
             client.loop_start()
             info = client.publish(f"{s.base_topic}/check", b"evgw check", qos=1)

@@ -34,6 +34,8 @@ from agent.errors import UserError
 from agent.ledger import PublicKey
 from agent.records.envelope import StoredRecord, canonical_json, parse_iso_ts
 from agent.uplink.base import UplinkStats
+from agent.uplink.log_limit import LogLimiter
+from agent.uplink.mqtt.replay_window import ReplayWindow
 
 if TYPE_CHECKING:
     from agent.ledger import Ledger
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS_PER_COMMAND: Final = 100_000
 _JSON = msgspec.json.Encoder()
+
+
+MAX_COMMAND_ID: Final = 128
+"""Command ids are short (UUIDs); a longer one is refused before it is remembered."""
 
 
 class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -108,7 +114,10 @@ class CommandHandler:
         self._ledger = ledger
         self._uplink = uplink
         self._clock = clock
-        self._seen: dict[str, float] = {}
+        self._seen = ReplayWindow(
+            settings.command_replay_file, 2 * settings.command_max_age_s, clock()
+        )
+        self._refusals = LogLimiter(log)
         self._key: PublicKey | None = None
         if settings.command_public_key_pem:
             try:
@@ -144,7 +153,14 @@ class CommandHandler:
             result = await self._execute(name, args)
         except _Refused as exc:
             self.refused += 1
-            log.warning("MQTT command %s (id %s) refused: %s", name, command_id, exc)
+            self._refusals.log(
+                logging.WARNING,
+                f"refused:{name if name in ARG_TYPES else '?'}",
+                "MQTT command %s (id %s) refused: %s",
+                name[:64],
+                command_id if command_id is None else command_id[:64],
+                exc,
+            )
             return self._reply(reply_topic, command_id, name, error=str(exc))
         self.accepted += 1
         log.info("MQTT command %s (id %s) done", name, command_id)
@@ -191,10 +207,11 @@ class CommandHandler:
         max_age = self.settings.command_max_age_s
         if abs(now - issued) > max_age:
             raise _Refused(f"ts {command.ts} is more than {max_age:.0f} s from the gateway clock")
-        self._seen = {cid: t for cid, t in self._seen.items() if now - t <= 2 * max_age}
+        if len(command.id) > MAX_COMMAND_ID:
+            raise _Refused(f"command id longer than {MAX_COMMAND_ID} characters")
         if command.id in self._seen:
             raise _Refused(f"command id {command.id!r} was already used (replay)")
-        self._seen[command.id] = now
+        self._seen.add(command.id, now)
 
     async def _execute(self, name: str, args: msgspec.Struct) -> Any:
         ledger = self._ledger

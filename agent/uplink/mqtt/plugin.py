@@ -40,6 +40,10 @@ def parse_secrets(table: dict[str, Any] | None, problems: list[str]) -> MqttSecr
     return MqttSecrets(**values)
 
 
+REPLAY_FILE = "mqtt-commands.seen"
+"""Beside the ledger (the service's state directory): the command ids already accepted."""
+
+
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
@@ -66,12 +70,13 @@ def mqtt_settings(config: Config, m: MqttSection, secrets: MqttSecrets) -> MqttS
         ca_file=_path(m.ca_file),
         client_cert=_path(m.cert_file),
         client_key=_path(m.key_file),
-        tls_verify=m.verify_hostname,
+        verify_hostname=m.verify_hostname,
         batch_size=max(m.batch_size, 1),
         records_per_message=min(m.batch_size, 500),
         inflight_window=m.inflight,
         keepalive_s=m.keepalive_s,
         command_public_key_pem=command_key,
+        command_replay_file=Path(config.ledger.path).with_name(REPLAY_FILE),
     )
 
 

@@ -70,8 +70,9 @@ class MqttSettings:
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
-    tls_verify: bool = default_of(MqttSection, "verify_hostname")
-    """Check the broker's chain and host name. Turn off only on a test bench."""
+    verify_hostname: bool = default_of(MqttSection, "verify_hostname")
+    """Check that the broker's certificate names the host dialled. Off, the chain is still
+    verified against ``ca_file`` (a broker reached by an address its certificate lacks)."""
     qos: Literal[1] = 1
     batch_size: int = default_of(MqttSection, "batch_size")
     """Records read from the ledger per batch."""
@@ -86,6 +87,8 @@ class MqttSettings:
     command_public_key_pem: str | None = None
     """The platform key commands must be signed with; None refuses every command."""
     command_max_age_s: float = 300.0
+    command_replay_file: Path | None = None
+    """Where accepted command ids are kept across restarts (None: in memory only)."""
     uplink_name: str = "mqtt"
 
     def __post_init__(self) -> None:
@@ -186,10 +189,9 @@ class MqttUplink:
             ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             if s.client_cert is not None:
                 ctx.load_cert_chain(str(s.client_cert), str(s.client_key) if s.client_key else None)
-            if not s.tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+            ctx.check_hostname = s.verify_hostname  # the chain is verified either way
             client.tls_set_context(ctx)
+            client.tls_insecure_set(not s.verify_hostname)
         client.will_set(f"{s.base_topic}/status", b"offline", qos=1, retain=True)
         client.max_inflight_messages_set(s.inflight_window)
         client.max_queued_messages_set(0)
