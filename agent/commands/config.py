@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agent.config.errors import ConfigError
-from agent.config.load import default_config_path, load_config
+from agent.config.load import config_warnings, default_config_path, load_config
 from agent.config.resources import read_resource
 from agent.config.secrets import load_secrets
 
@@ -58,6 +58,8 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"evgw: {exc}", file=sys.stderr)
         return 2
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{path}: OK — gateway {config.gateway.gateway_id}, station {config.station.station_id}, "
         f"{len(config.connectors())} connectors, {len(config.meters)} meters, "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.commission.results import CheckResult, fail, guarded, ok, warn
 from agent.config.errors import ConfigError
+from agent.config.load import config_warnings
 from agent.config.schema import Config
 from agent.config.secrets import check_private_file, load_secrets, secrets_path
 from agent.service.clock import clock_synchronised
@@ -120,7 +121,9 @@ def check_clock() -> list[CheckResult]:
 
 
 def local_checks(config: Config) -> list[CheckResult]:
-    results: list[CheckResult] = []
+    results: list[CheckResult] = [
+        warn("config", w, "see docs/OPERATIONS.md, Platforms") for w in config_warnings(config)
+    ]
     results += guarded("secrets", lambda: check_secrets(config))
     results += guarded("gateway key", lambda: check_key(config))
     results += guarded("disk", lambda: check_disk(config))

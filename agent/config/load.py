@@ -234,6 +234,13 @@ def cross_check(config: Config) -> list[str]:
     return problems
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Settings that work but deserve a second look, each naming its key (never a refusal)."""
+    return [
+        w for plugin, section in enabled_uplinks(config) for w in plugin.warnings(config, section)
+    ]
+
+
 def shipped_profile_names() -> list[str]:
     """Names of the meter profiles evgw ships (``evgw meter profiles`` lists them)."""
     return sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.errors import ConfigError
+from agent.config.resources import read_resource
 from agent.config.schema import Config
 from agent.config.section import Secret
 from agent.config.toml_input import parse_toml
 from agent.uplink.registry import PLUGINS, enabled_uplinks
 
 SECRETS_CREDENTIAL = "secrets.toml"
+EXAMPLE_FILE = "secrets.example.toml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,18 @@ def check_private_file(path: Path, what: str) -> list[str]:
     return problems
 
 
+def _example_values_in(table_name: str, table: dict[str, Any]) -> list[str]:
+    """Keys of ``[table_name]`` still holding the value of the shipped example file: a
+    gateway must never run on secrets printed in every copy of evgw."""
+    example = parse_toml(read_resource(EXAMPLE_FILE), EXAMPLE_FILE).get(table_name, {})
+    return [
+        f"{table_name}.{key}: still the value of the shipped example ({EXAMPLE_FILE}); "
+        "put the secret the platform operator issued"
+        for key, value in table.items()
+        if key != "username" and isinstance(value, str) and value and example.get(key) == value
+    ]
+
+
 def load_secrets(config: Config) -> Secrets:
     """Read the secrets the enabled uplinks need; refuse an unprotected file."""
     path, from_credentials = secrets_path(config)
@@ -108,6 +122,7 @@ def load_secrets(config: Config) -> Secrets:
             )
             continue
         by_uplink[plugin.name] = plugin.parse_secrets(table, problems)
+        problems += _example_values_in(plugin.name, table or {})
     if problems:
         raise ConfigError(str(path), problems)
     return Secrets(source=str(path), by_uplink=by_uplink)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.errors import ConfigError
-from agent.config.load import load_config
+from agent.config.load import config_warnings, load_config
 from agent.config.schema import Config
 from agent.config.secrets import Secrets, load_secrets
 from agent.service.logs import register_secrets
@@ -52,6 +52,8 @@ class Service:
 
     def _load(self) -> tuple[Config, Secrets]:
         config = load_config(self.config_path)
+        for warning in config_warnings(config):
+            log.warning("config: %s", warning)
         secrets = load_secrets(config)
         register_secrets(secrets.values())
         log.debug("secrets loaded from %s (fingerprint %s)", secrets.source, secrets.fingerprint())

@@ -11,6 +11,7 @@ name no uplink.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,8 +62,22 @@ class UplinkPlugin:
     """(config, its section, its secrets, the ledger) → the uplink the service supervises."""
     check: Callable[[Config, Any, Any], Awaitable[list[CheckResult]]]
     """``evgw check``'s step: talk to the platform once, OK/WARN/FAIL lines with hints."""
+    warnings: Callable[[Config, Any], list[str]] = lambda _config, _section: []
+    """Settings that work but deserve a second look (plaintext to a public address), shown by
+    ``evgw config check`` and ``evgw check`` and logged at start; never a refusal."""
 
     def enabled_section(self, config: Config) -> Any | None:
         """Its section when configured and enabled, else None."""
         section = getattr(config.uplinks, self.name)
         return section if section is not None and section.enabled else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from agent.config.section import Meta, Section
+from agent.uplink.plugin import is_loopback
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -46,3 +47,15 @@ def cross_check(_config: Config, m: MqttSection) -> list[str]:
     if (m.cert_file is None) != (m.key_file is None):
         problems.append("uplinks.mqtt: cert_file and key_file must be given together")
     return problems
+
+
+def warnings(_config: Config, m: MqttSection) -> list[str]:
+    if m.tls:
+        return []
+    public = [b for b in m.brokers if not is_loopback(b.rpartition(":")[0])]
+    if not public:
+        return []
+    return [
+        f"uplinks.mqtt.tls: false sends records and the broker password in plaintext to "
+        f"{', '.join(public)}; use tls = true unless the link is a private, trusted network"
+    ]

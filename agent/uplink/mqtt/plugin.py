@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.errors import ConfigError
 from agent.config.section import Secret
 from agent.uplink.mqtt.check import check_broker
-from agent.uplink.mqtt.config import MqttSection, cross_check
+from agent.uplink.mqtt.config import MqttSection, cross_check, warnings
 from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
 from agent.uplink.plugin import UplinkPlugin
 
@@ -97,4 +97,5 @@ PLUGIN = UplinkPlugin(
     cross_check=cross_check,
     build=build,
     check=check,
+    warnings=warnings,
 )
