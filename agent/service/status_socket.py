@@ -19,10 +19,14 @@ from typing import Any
 
 import msgspec
 
+from agent.uplink.log_limit import LogLimiter
+
 log = logging.getLogger("evgw.status")
 
 SOCKET_NAME = "status.sock"
 MAX_REQUEST_BYTES = 64
+MAX_CLIENTS = 16
+"""`evgw status` asks once; more than this many at once is not a person at a terminal."""
 
 
 def socket_path(runtime_dir: str) -> Path:
@@ -34,6 +38,10 @@ class StatusServer:
         self.path = path
         self.snapshot = snapshot
         self._server: asyncio.AbstractServer | None = None
+        self._active = 0
+        self._trouble = LogLimiter(log)
+        self.refused = 0
+        """Connections turned away (too many at once) or with a request that is no line."""
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,20 +52,36 @@ class StatusServer:
         log.info("status socket listening on %s", self.path)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._active >= MAX_CLIENTS:  # a flood of clients must not exhaust descriptors
+            self.refused += 1
+            self._trouble.log(
+                logging.WARNING,
+                "busy",
+                "status socket: over %d clients at once, refusing more",
+                MAX_CLIENTS,
+            )
+            writer.close()
+            return
+        self._active += 1
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
             request = line[:MAX_REQUEST_BYTES].strip().decode("ascii", errors="replace")
             if request == "status":
                 reply: dict[str, Any] = self.snapshot()
             else:
-                reply = {"error": f"unknown request {request!r}; send 'status'"}
+                reply = {"error": f"unknown request {request[:32]!r}; send 'status'"}
             writer.write(msgspec.json.encode(reply) + b"\n")
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
-        except Exception:
-            log.exception("status request failed")
+        except ValueError:  # a line longer than the stream limit: not a client of ours
+            self.refused += 1
+        except Exception as exc:
+            self._trouble.log(
+                logging.ERROR, "failed", "status request failed: %s: %s", type(exc).__name__, exc
+            )
         finally:
+            self._active -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
