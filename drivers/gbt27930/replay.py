@@ -8,10 +8,13 @@ optional dependencies are installed). Compressed ``.gz`` files work as well.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import can
 
@@ -33,13 +36,25 @@ def read_candump(path: Path, bad_lines: Counter[str] | None = None) -> Iterator[
     ``bad_lines`` (by reason) and skipped, so one damaged line never loses the rest of the file.
     Compressed ``.gz`` logs are read transparently."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="ascii", errors="replace") as fh:
+    try:
+        yield from _candump_lines(opener(path, "rt", encoding="ascii", errors="replace"), bad_lines)
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated or damaged .gz, an I/O error
+        raise ReplayError(
+            f"{path}: the file ends or breaks before its end ({type(exc).__name__}: {exc}); "
+            "the frames before that point were read"
+        ) from None
+
+
+def _candump_lines(fh: TextIO, bad_lines: Counter[str] | None) -> Iterator[Frame]:
+    with fh:
         for line in fh:
             parts = line.split()
             if not parts:
                 continue
             try:
                 ts = float(parts[0].strip("()"))
+                if not math.isfinite(ts):
+                    raise ValueError("timestamp not finite")
                 channel, frame = parts[1], parts[2]
                 ident, sep, rest = frame.partition("#")
                 if not sep:
@@ -86,6 +101,10 @@ def read_frames(path: str | Path, bad_lines: Counter[str] | None = None) -> Iter
         raise ReplayError(f"{p}: cannot open as a CAN log: {exc}") from exc
     try:
         for msg in reader:
+            if not math.isfinite(msg.timestamp):
+                if bad_lines is not None:
+                    bad_lines["bad_log_line"] += 1
+                continue
             yield Frame(
                 ts=msg.timestamp,
                 can_id=msg.arbitration_id,
