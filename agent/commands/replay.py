@@ -11,7 +11,13 @@ import msgspec
 
 from agent.config.load import load_config
 from agent.errors import UserError
-from agent.station.replay import DEFAULT_CONNECTOR, default_config, pick_connector, run_capture
+from agent.station.replay import (
+    DEFAULT_CONNECTOR,
+    ReplayStats,
+    default_config,
+    pick_connector,
+    run_capture,
+)
 from drivers.gbt27930.replay import ReplayError, read_frames, supported_suffixes
 
 
@@ -68,8 +74,9 @@ def _replay(args: argparse.Namespace) -> int:
     encoder = msgspec.json.Encoder()
     kinds: Counter[str] = Counter()
     out = sys.stdout.buffer
+    stats = ReplayStats()
     try:
-        for record in run_capture(read_frames(args.can), config, connector):
+        for record in run_capture(read_frames(args.can), config, connector, stats=stats):
             kinds[record.kind] += 1
             out.write(encoder.encode(record) + b"\n")
     except ReplayError as exc:
@@ -78,5 +85,10 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     out.flush()
     summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no records"
+    if stats.timestamps_constant:
+        summary += (
+            "; timestamps_constant: the capture's timestamps do not advance, battery samples"
+            " were taken per message cycle and durations are unknown"
+        )
     print(f"evgw replay: {args.can}: {summary}", file=sys.stderr)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from agent.records.bodies import BmsProcessBody
 from agent.records.envelope import iso_ts
 from agent.station.session import Session
+from agent.station.status import Status
 from drivers.gbt27930.events import ChargingSample
 
 
@@ -29,7 +30,7 @@ def bms_code(s: Session) -> str | None:
     return None
 
 
-def bms_body(s: Session, sample: ChargingSample, status: int) -> BmsProcessBody | None:
+def bms_body(s: Session, sample: ChargingSample, status: Status) -> BmsProcessBody | None:
     if (
         sample.soc_pct is None
         or sample.bms_voltage_v is None
@@ -46,7 +47,7 @@ def bms_body(s: Session, sample: ChargingSample, status: int) -> BmsProcessBody 
     started = s.charging_started_ts if s.charging_started_ts is not None else s.start_ts
     return BmsProcessBody(
         session_id=s.session_id,
-        connector_status=status,  # type: ignore[arg-type]
+        connector_status=status,
         demand_voltage_v=0.0 if sample.voltage_demand_v is None else sample.voltage_demand_v,
         demand_current_a=_abs(sample.current_demand_a),
         measured_voltage_v=sample.bms_voltage_v,

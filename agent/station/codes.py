@@ -11,7 +11,7 @@ See ``docs/STATION.md`` for the technician's version of these tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from drivers.gbt27930.enums import HighLow2, Status2
 from drivers.gbt27930.messages import BEM, BST, CEM, CST
@@ -89,6 +89,32 @@ _MEANINGS: Final[dict[int, str]] = {
     206: "smoke alarm (distribution room)",
 }
 
+#: the codes the gateway raises, by name (code numbers appear nowhere else in the station model)
+EMERGENCY_STOP: Final = 2
+METER_COMMUNICATION: Final = 3
+CONTROL_PILOT: Final = 16
+CHARGER_OVER_TEMP: Final = 17
+GUN_OVER_TEMP: Final = 18
+VOLTAGE_MISMATCH: Final = 25
+VEHICLE_CONNECTOR_FAULT: Final = 28
+VEHICLE_HV_RELAY: Final = 29
+BMS_TIMEOUT: Final = 101
+PACK_OVER_VOLTAGE: Final = 104
+CELL_UNDER_VOLTAGE: Final = 106
+CELL_OVER_VOLTAGE: Final = 107
+SOC_ABNORMAL: Final = 108
+CC2_VOLTAGE: Final = 109
+VEHICLE_OTHER_FAULT: Final = 110
+VEHICLE_OVER_CURRENT: Final = 111
+VEHICLE_OVER_VOLTAGE: Final = 112
+NO_ENERGY_TRANSFER: Final = 113
+CURRENT_MISMATCH: Final = 114
+VEHICLE_CONNECTOR_OVER_TEMP: Final = 115
+BMS_COMPONENT_OVER_TEMP: Final = 116
+BATTERY_OVER_TEMP: Final = 120
+BATTERY_INSULATION: Final = 121
+CHARGE_OVER_CURRENT: Final = 122
+
 _LEVEL_1: Final = {2, 4, 6, 7, 9, 18, 102, 104, 107, 112, 117, 120, 121, 201, 204, 206}
 _LEVEL_3: Final = {3, 27, 30, 101, 103, 108, 109, 110}
 
@@ -133,41 +159,44 @@ ALARM_CODES: Final[dict[int, AlarmCode]] = {
 
 #: BSM status field → {abnormal value: code}; 6.1–6.4 use too-high/too-low, the rest active
 BSM_CODES: Final[dict[str, dict[int, int]]] = {
-    "cell_voltage_status": {HighLow2.TOO_HIGH: 107, HighLow2.TOO_LOW: 106},
-    "soc_status": {HighLow2.TOO_HIGH: 108, HighLow2.TOO_LOW: 108},
-    "charge_overcurrent_status": {Status2.ACTIVE: 111},
-    "battery_overtemp_status": {Status2.ACTIVE: 120},
-    "insulation_status": {Status2.ACTIVE: 121},
-    "output_connector_status": {Status2.ACTIVE: 115},
+    "cell_voltage_status": {
+        HighLow2.TOO_HIGH: CELL_OVER_VOLTAGE,
+        HighLow2.TOO_LOW: CELL_UNDER_VOLTAGE,
+    },
+    "soc_status": {HighLow2.TOO_HIGH: SOC_ABNORMAL, HighLow2.TOO_LOW: SOC_ABNORMAL},
+    "charge_overcurrent_status": {Status2.ACTIVE: VEHICLE_OVER_CURRENT},
+    "battery_overtemp_status": {Status2.ACTIVE: BATTERY_OVER_TEMP},
+    "insulation_status": {Status2.ACTIVE: BATTERY_INSULATION},
+    "output_connector_status": {Status2.ACTIVE: VEHICLE_CONNECTOR_OVER_TEMP},
 }
 
 #: BST fault/error bits with a code (stop reasons such as "SOC reached" have none)
 BST_CODES: Final[dict[str, int]] = {
-    "fault_insulation": 121,
-    "fault_output_connector_overtemp": 115,
-    "fault_bms_component_overtemp": 116,
-    "fault_charging_connector": 28,
-    "fault_battery_overtemp": 120,
-    "fault_hv_relay": 29,
-    "fault_cc2_voltage": 109,
-    "fault_other": 110,
-    "error_overcurrent": 111,
-    "error_voltage_abnormal": 112,
+    "fault_insulation": BATTERY_INSULATION,
+    "fault_output_connector_overtemp": VEHICLE_CONNECTOR_OVER_TEMP,
+    "fault_bms_component_overtemp": BMS_COMPONENT_OVER_TEMP,
+    "fault_charging_connector": VEHICLE_CONNECTOR_FAULT,
+    "fault_battery_overtemp": BATTERY_OVER_TEMP,
+    "fault_hv_relay": VEHICLE_HV_RELAY,
+    "fault_cc2_voltage": CC2_VOLTAGE,
+    "fault_other": VEHICLE_OTHER_FAULT,
+    "error_overcurrent": VEHICLE_OVER_CURRENT,
+    "error_voltage_abnormal": VEHICLE_OVER_VOLTAGE,
 }
 
 #: CST fault/error bits with a code (``fault_other`` has none: it stays in the order's bits)
 CST_CODES: Final[dict[str, int]] = {
-    "fault_charger_overtemp": 17,
-    "fault_charging_connector": 16,
-    "fault_charger_internal_overtemp": 17,
-    "fault_energy_transfer": 113,
-    "fault_emergency_stop": 2,
-    "error_current_mismatch": 114,
-    "error_voltage_abnormal": 25,
+    "fault_charger_overtemp": CHARGER_OVER_TEMP,
+    "fault_charging_connector": CONTROL_PILOT,
+    "fault_charger_internal_overtemp": CHARGER_OVER_TEMP,
+    "fault_energy_transfer": NO_ENERGY_TRANSFER,
+    "fault_emergency_stop": EMERGENCY_STOP,
+    "error_current_mismatch": CURRENT_MISMATCH,
+    "error_voltage_abnormal": VOLTAGE_MISMATCH,
 }
 
 #: every BEM (BMS saw the charger go silent) and CEM (charger saw the BMS go silent) timeout
-TIMEOUT_CODE: Final = 101
+#: raises BMS_TIMEOUT
 
 # --- fields of the stop and error messages ------------------------------------------------
 
@@ -187,6 +216,8 @@ def active_fields(msg: BST | CST | BEM | CEM | None, fields: tuple[str, ...]) ->
 
 
 # --- T/CEC StopReason ---------------------------------------------------------------------
+
+StopReason = Literal[0, 1, 2, 3, 4]
 
 STOP_USER: Final = 0
 STOP_PLATFORM: Final = 1
@@ -229,7 +260,9 @@ def stop_bits(bst: BST | None, cst: CST | None, bem: BEM | None, cem: CEM | None
     return out
 
 
-def stop_reason(bits: dict[str, int], initiator: str | None, last_error_side: str | None) -> int:
+def stop_reason(
+    bits: dict[str, int], initiator: str | None, last_error_side: str | None
+) -> StopReason:
     """Derive the T/CEC StopReason (0–4) from the stop/error bits (see ``docs/STATION.md``).
 
     1. a connector fault or CC2 fault on either side → 4 (connector disconnected);

@@ -234,6 +234,7 @@ def _carry_over(old: ConnectorModel, new: ConnectorModel) -> None:
             "meter_online",
             "reading",
             "last_energy_kwh",
+            "registers",
             "charging_since",
             "ac_below_since",
             "created_ts",

@@ -8,7 +8,7 @@ once per second of capture time, exactly as the live service does with the wall 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.load import parse_config
@@ -17,7 +17,7 @@ from agent.records.envelope import Record
 from agent.station.inputs import BusActivity
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
-from drivers.gbt27930.events import BmsEvent
+from drivers.gbt27930.events import BmsEvent, SessionClosed
 from drivers.gbt27930.frames import Frame
 from drivers.gbt27930.pipeline import Pipeline
 from drivers.gbt27930.replay import read_frames
@@ -58,11 +58,19 @@ channel = "replay"
 
 
 @dataclass
-class ReplayRun:
-    model: StationModel
-    pipeline: Pipeline
-    records: list[Record] = field(default_factory=list)
+class ReplayStats:
+    """What a replay saw besides its records (for the summary of ``evgw replay``)."""
+
     frames: int = 0
+    sessions: int = 0
+    timestamps_constant: bool = False
+    """A session whose frames all carried one timestamp: samples were taken per message
+    cycle, and its order's ``duration_s`` is no measurement."""
+
+    def note(self, event: BmsEvent) -> None:
+        if isinstance(event, SessionClosed):
+            self.sessions += 1
+            self.timestamps_constant |= event.summary.timestamps_constant
 
 
 def run_capture(
@@ -71,8 +79,11 @@ def run_capture(
     connector_id: str,
     *,
     signer: OcmfSigner | None = None,
+    stats: ReplayStats | None = None,
 ) -> Iterator[Record]:
-    """Yield the records the model writes for ``frames`` (startup identity first)."""
+    """Yield the records the model writes for ``frames`` (startup identity first); ``stats``
+    collects what else the replay saw."""
+    seen = stats if stats is not None else ReplayStats()
     model = StationModel(config, signer=signer)
     pipe = Pipeline(connector_id)
     started = False
@@ -84,6 +95,7 @@ def run_capture(
             yield from model.startup([], ts)
             started, next_tick, next_bus = True, ts + TICK_S, ts
         last_ts = ts
+        seen.frames += 1
         while ts >= next_tick:
             yield from model.tick(next_tick)
             next_tick += TICK_S
@@ -100,10 +112,12 @@ def run_capture(
             is_error=f.is_error,
         ):
             if isinstance(item, BmsEvent):
+                seen.note(item)
                 yield from model.feed(item)
     if last_ts is not None:
         for item in pipe.finish(last_ts):
             if isinstance(item, BmsEvent):
+                seen.note(item)
                 yield from model.feed(item)
         yield from model.tick(last_ts)
 

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.config.schema import SafetySection
+from agent.station import codes
 from agent.station.codes import BSM_CODES
 from drivers.gbt27930.enums import Status2
 from drivers.gbt27930.events import ChargingSample
@@ -83,12 +84,12 @@ class SafetyMonitor:
             "insulation_status": s.insulation_status,
             "output_connector_status": s.output_connector_status,
         }
-        for name, codes in BSM_CODES.items():
+        for name, code_of_value in BSM_CODES.items():
             v = values[name]
             if v is None or v == Status2.NOT_AVAILABLE:
                 continue
             by_code: dict[int, set[int]] = {}
-            for raw, code in codes.items():
+            for raw, code in code_of_value.items():
                 by_code.setdefault(code, set()).add(raw)
             for code, raws in by_code.items():
                 cause = f"bsm.{name}" if len(by_code) == 1 else f"bsm.{name}.{code}"
@@ -103,7 +104,9 @@ class SafetyMonitor:
             limit = min(limit, bcp.max_temperature_c)
         cause = "rule.battery_over_temp"
         active = self._band(cause, t, limit, limit - self.cfg.hysteresis_c)
-        self._set(out, 120, cause, active, f"battery {t} °C, limit {limit:g} °C")
+        self._set(
+            out, codes.BATTERY_OVER_TEMP, cause, active, f"battery {t} °C, limit {limit:g} °C"
+        )
 
     def _temp_rise(self, s: ChargingSample, out: list[Finding]) -> None:
         t = s.max_battery_temp_c
@@ -120,7 +123,13 @@ class SafetyMonitor:
         limit = self.cfg.temp_rise_c_per_min
         cause = "rule.temp_rise"
         active = self._band(cause, rate, limit, limit / 2)
-        self._set(out, 120, cause, active, f"battery temperature rising {rate:.1f} °C/min")
+        self._set(
+            out,
+            codes.BATTERY_OVER_TEMP,
+            cause,
+            active,
+            f"battery temperature rising {rate:.1f} °C/min",
+        )
 
     def _cell_voltage(self, s: ChargingSample, bcp: BCP | None, out: list[Finding]) -> None:
         v = s.max_cell_voltage_v
@@ -129,7 +138,13 @@ class SafetyMonitor:
         limit = bcp.max_cell_charge_voltage_v
         cause = "rule.cell_over_voltage"
         active = self._band(cause, v, limit, limit - self.cfg.cell_voltage_hysteresis_v)
-        self._set(out, 107, cause, active, f"highest cell {v:.2f} V, BCP limit {limit:.2f} V")
+        self._set(
+            out,
+            codes.CELL_OVER_VOLTAGE,
+            cause,
+            active,
+            f"highest cell {v:.2f} V, BCP limit {limit:.2f} V",
+        )
 
     def _pack_voltage(self, s: ChargingSample, bcp: BCP | None, out: list[Finding]) -> None:
         v = s.bms_voltage_v
@@ -139,7 +154,13 @@ class SafetyMonitor:
         cause = "rule.pack_over_voltage"
         clear = limit * (1 - self.cfg.hysteresis_pct / 100)
         active = self._band(cause, v, limit, clear)
-        self._set(out, 104, cause, active, f"battery {v:.1f} V, BCP limit {limit:.1f} V")
+        self._set(
+            out,
+            codes.PACK_OVER_VOLTAGE,
+            cause,
+            active,
+            f"battery {v:.1f} V, BCP limit {limit:.1f} V",
+        )
 
     def _over_current(self, s: ChargingSample, out: list[Finding]) -> None:
         if s.current_demand_a is None:
@@ -156,11 +177,17 @@ class SafetyMonitor:
             lasted = s.ts - self._over_current_since
             if lasted >= self.cfg.overcurrent_duration_s:
                 msg = f"current {current:.1f} A above demand {demand:.1f} A for {lasted:.0f} s"
-                self._set(out, 122, cause, True, msg)
+                self._set(out, codes.CHARGE_OVER_CURRENT, cause, True, msg)
         else:
             self._over_current_since = None
             if current <= demand + margin / 2:
-                self._set(out, 122, cause, False, f"current {current:.1f} A, demand {demand:.1f} A")
+                self._set(
+                    out,
+                    codes.CHARGE_OVER_CURRENT,
+                    cause,
+                    False,
+                    f"current {current:.1f} A, demand {demand:.1f} A",
+                )
 
     def _voltage_mismatch(self, s: ChargingSample, out: list[Finding]) -> None:
         charger, bms = s.charger_voltage_v, s.bms_voltage_v
@@ -173,4 +200,4 @@ class SafetyMonitor:
         cause = "rule.voltage_mismatch"
         active = self._band(cause, pct, limit, limit - self.cfg.hysteresis_pct)
         msg = f"charger {charger:.1f} V, BMS {bms:.1f} V ({pct:.1f} %)"
-        self._set(out, 25, cause, active, msg)
+        self._set(out, codes.VOLTAGE_MISMATCH, cause, active, msg)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from agent.records.bodies import BmsProcessBody
 from agent.records.envelope import iso_ts
 from agent.station.safety import SafetyMonitor
-from drivers.gbt27930.events import ChargingSample
-from drivers.gbt27930.messages import BCP, BEM, BRM, BST, CEM, CML, CSD, CST
+from drivers.gbt27930.events import ChargingSample, SessionFacts
+from drivers.gbt27930.messages import BCP, BRM
 
 #: a gap between CCS samples longer than this is not integrated (the bus was silent)
 MAX_INTEGRATION_GAP_S = 5.0
@@ -36,12 +36,14 @@ class Session:
     start_ts: float
     safety: SafetyMonitor
     tracker_session: int | None = None
+    gbt: SessionFacts | None = None
+    """The tracker's data of this session as of its latest content event (DC sessions)."""
+    restored_vin: str | None = None
+    """The VIN the ledger held, for a session closed after a gateway restart."""
+    timestamps_constant: bool = False
+    """Every frame of the session carried one timestamp: no duration, no CCS integral."""
     phase: str | None = None
     paused: bool = False
-    brm: BRM | None = None
-    bcp: BCP | None = None
-    cml: CML | None = None
-    vin: str | None = None
     charging_started_ts: float | None = None
     soc_start_pct: int | None = None
     soc_last_pct: int | None = None
@@ -52,13 +54,6 @@ class Session:
     last_ccs_ts: float | None = None
     last_ccs_power_kw: float = 0.0
     peak_power_kw: float = 0.0
-    initiator: str | None = None
-    bst: BST | None = None
-    cst: CST | None = None
-    bem: BEM | None = None
-    cem: CEM | None = None
-    last_error_side: str | None = None
-    csd: CSD | None = None
     remote_stop: bool = False
     """The platform asked for this stop (StopReason 1 instead of 0)."""
     end_reason: str | None = None
@@ -75,6 +70,19 @@ class Session:
     def start_iso(self) -> str:
         return iso_ts(self.start_ts)
 
+    @property
+    def brm(self) -> BRM | None:
+        return None if self.gbt is None else self.gbt.brm
+
+    @property
+    def bcp(self) -> BCP | None:
+        return None if self.gbt is None else self.gbt.bcp
+
+    @property
+    def vin(self) -> str | None:
+        brm = self.brm
+        return self.restored_vin if brm is None else brm.vin
+
     def integrate(self, ts: float, voltage_v: float | None, current_a: float | None) -> None:
         """Add the CCS output power since the previous sample (rectangle rule, gap-limited)."""
         if voltage_v is None or current_a is None:
@@ -89,6 +97,12 @@ class Session:
         self.last_ccs_power_kw = power_kw
         if power_kw > self.peak_power_kw:
             self.peak_power_kw = power_kw
+
+    def ccs_integral_kwh(self) -> float | None:
+        """∫ CCS V × I dt, or None: no CCS sample, or timestamps that never advanced."""
+        if not self.ccs_seen or self.timestamps_constant:
+            return None
+        return self.ccs_energy_kwh
 
     def meter_energy_kwh(self) -> float | None:
         if self.meter_start is None or self.meter_last is None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import main
 from agent.ledger import GatewayKey, Ledger
 from agent.station.replay import replay_file
 from tests.conftest import capture_path  # noqa: F401  (fixture)
+from tests.gbt27930.gbt_helpers import constant_timestamp_copy
 from tests.station.station_fixtures import DC, check_bodies, make_config, of, ts
 
 SESSION = f"{DC}-20231226030847487"
@@ -147,3 +149,35 @@ async def test_capture_records_into_the_real_ledger(capture_path: Path, tmp_path
         assert len(await ledger.find("bms_process", session_id=SESSION)) == 2
     finally:
         await ledger.close()
+
+
+def test_capture_with_one_timestamp_is_sampled_per_message_cycle(
+    capture_path: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real capture rewritten to one timestamp (an exporter that stamps a whole file once):
+    a battery sample per message cycle instead of one for the whole session, no CCS integral
+    of zero passed off as measured, the order and `evgw replay` say so."""
+    flat = constant_timestamp_copy(capture_path, tmp_path / "flat.log")
+    records = replay_file(flat, make_config(), DC)
+    check_bodies(records)
+    samples = of(records, "bms_process", DC)
+    assert len(samples) > 50  # one per BCS/BSM cycle (time-gating gave 2: start and SOC step)
+    assert {r.body["soc_pct"] for r in samples} == {77}
+    [order] = of(records, "charge_order", DC)
+    o = order.body
+    assert o["stop_bits"]["timestamps_constant"] == 1  # duration_s is no measurement
+    assert o["ccs_energy_kwh"] is None  # no time to integrate over, not 0 kWh
+    assert (o["energy_kwh"], o["energy_source"]) == (0.1, "charger")
+    assert o["stop_reason"] == 0 and o["end_reason"] == "normal"
+
+    real = of(replay_file(capture_path, make_config(), DC), "charge_order", DC)[0].body
+    assert "timestamps_constant" not in real["stop_bits"] and real["ccs_energy_kwh"] > 0
+    assert real["duration_s"] == 47
+
+    assert main(["replay", "--can", str(flat)]) == 0
+    err = capsys.readouterr().err
+    assert "timestamps_constant" in err and "durations are unknown" in err
+    assert main(["replay", "--can", str(capture_path)]) == 0
+    assert "timestamps_constant" not in capsys.readouterr().err

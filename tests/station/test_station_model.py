@@ -8,6 +8,7 @@ import msgspec
 from agent.records.envelope import Record, iso_ts
 from agent.station.inputs import BusActivity, Reservation
 from agent.station.model import StationModel
+from agent.station.registers import RegisterWatch
 from drivers.modbus.events import MeterOffline, MeterReading
 from tests.station.station_fixtures import AC, DC, check_bodies, make_config, of, ts
 
@@ -126,3 +127,45 @@ def test_unknown_connectors_and_meters_are_counted_not_fatal() -> None:
     assert model.feed(BusActivity("NOPE", T0)) == []
     assert model.feed(reading(T0, 1.0, 0.0, meter="ghost")) == []
     assert model.ignored == {"connector:NOPE": 1, "meter:ghost": 1}
+
+
+def test_a_register_going_back_is_noticed_by_the_station() -> None:
+    """The station, not the meter driver, notices a cumulative register going back (meter
+    reset, exchanged or tampered with), from readings alone, whatever protocol the meter speaks
+    (the Modbus checker's assertions moved here: 1006.05 → 0.01, and any energy register)."""
+    model = StationModel(make_config(meters=True))
+    out = model.startup([], T0)
+
+    def dc(t: float, **values: float) -> MeterReading:
+        return MeterReading("dc1", t, values, {}, {})
+
+    out += run(model, [dc(T0, energy_import_kwh=1006.05), dc(T0 + 60, energy_import_kwh=0.01)])
+    [alarm] = of(out, "alarm", DC)
+    assert (alarm.body["code"], alarm.body["status"]) == (9004, "raised")
+    assert "energy_import_kwh went back from 1006.05 to 0.01" in alarm.body["message"]
+    # an export register going back raises the same code (the import register stays clean)
+    model = StationModel(make_config(meters=True))
+    out = model.startup([], T0)
+    out += run(
+        model,
+        [
+            dc(T0, energy_import_kwh=10.0, energy_export_kwh=5.0),
+            dc(T0 + 60, energy_import_kwh=10.5, energy_export_kwh=0.0),
+        ],
+    )
+    [alarm] = of(out, "alarm", DC)
+    assert alarm.body["code"] == 9004
+    assert "energy_export_kwh went back from 5 to 0" in alarm.body["message"]
+
+
+def test_register_watch_keeps_the_lower_value_as_the_new_baseline() -> None:
+    w = RegisterWatch()
+    assert w.update({"energy_import_kwh": 500.0, "power_w": 900.0}) == []
+    [back] = w.update({"energy_import_kwh": 3.0, "power_w": 100.0})
+    assert (back.register, back.previous, back.current) == ("energy_import_kwh", 500.0, 3.0)
+    assert w.update({"energy_import_kwh": 53.0}) == []  # measured from 3.0 now
+    assert w.update({"x_counter_kwh": 5.0}) == [] and w.update({"x_counter_kwh": 1.0}) == []
+    both = w.update({"reactive_energy_import_kvarh": 9.0, "energy_import_kwh": 60.0})
+    assert both == []
+    both = w.update({"reactive_energy_import_kvarh": 1.0, "energy_import_kwh": 1.0})
+    assert [d.register for d in both] == ["energy_import_kwh", "reactive_energy_import_kvarh"]
