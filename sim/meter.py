@@ -27,7 +27,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus.decode import choose_exponent, encode_value, plan_reads
-from drivers.modbus.profile import Profile, load_profiles
+from drivers.modbus.profile import load_profiles
+from drivers.modbus.profile_model import Profile
 
 _SQRT3 = math.sqrt(3.0)
 

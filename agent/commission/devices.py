@@ -20,11 +20,10 @@ from agent.commission.results import CheckResult, fail, ok, warn
 from agent.config.errors import ConfigError
 from agent.config.schema import Config, MeterSection
 from agent.config.secrets import Secrets
-from agent.service.devices import build_pollers, bus_spec
+from agent.service.devices import build_pollers, bus_spec, meter_profiles
 from agent.uplink.registry import enabled_uplinks
 from drivers.gbt27930.bus import BusStateChanged, CanListener
 from drivers.modbus.link import quiet_library_logging
-from drivers.modbus.profile import load_profiles
 
 METER_HINT = (
     "check the wiring (A/B swapped?), the meter's unit id, baud and parity "
@@ -74,7 +73,7 @@ async def check_meters(config: Config) -> list[CheckResult]:
         return results
     queue: asyncio.Queue[Any] = asyncio.Queue()
     reachable = msgspec.structs.replace(config, meters=present)
-    for poller in build_pollers(reachable, load_profiles(), queue):
+    for poller in build_pollers(reachable, meter_profiles(config), queue):
         try:
             for meter_id in poller.meter_ids:
                 meter = next(m for m in present if m.meter_id == meter_id)

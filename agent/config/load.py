@@ -23,10 +23,11 @@ from typing import Any
 import msgspec
 
 from agent.config.errors import ConfigError
-from agent.config.schema import Config, MeterSection
+from agent.config.schema import DEFAULT_PROFILE_DIR, Config, MeterProfilesSection, MeterSection
 from agent.config.toml_input import parse_toml
 from agent.uplink.registry import enabled_uplinks
-from drivers.modbus.profile import builtin_profiles_dir
+from drivers.modbus.profile import load_profile_dirs
+from drivers.modbus.profile_check import ProfileError
 
 DEFAULT_CONFIG_PATH = Path("/etc/evgw/evgw.toml")
 CONFIG_ENV = "EVGW_CONFIG"
@@ -210,7 +211,7 @@ def cross_check(config: Config) -> list[str]:
                 )
     for dup in _duplicates(m.meter_id for m in config.meters):
         problems.append(f"meters: meter_id {dup!r} is used more than once")
-    problems += _check_meters(config.meters, connectors)
+    problems += _check_meters(config.meters, connectors, config.meter_profiles)
     bus_connectors: list[str] = []
     for i, bus in enumerate(config.can_buses):
         where = f"can_buses[{i}]"
@@ -234,6 +235,25 @@ def cross_check(config: Config) -> list[str]:
     return problems
 
 
+def profile_names(section: MeterProfilesSection) -> tuple[list[str], list[str]]:
+    """The meter profile names a config may use (shipped + its ``[meter_profiles]`` folders),
+    and the problems with those folders: a missing folder other than the default, a broken
+    profile file (every problem of every file)."""
+    problems: list[str] = []
+    for i, folder in enumerate(section.dirs):
+        if folder != DEFAULT_PROFILE_DIR and not Path(folder).is_dir():
+            problems.append(
+                f"meter_profiles.dirs[{i}]: no folder {folder!r} (create it or remove it; only "
+                f"the default {DEFAULT_PROFILE_DIR} may be missing)"
+            )
+    try:
+        return sorted(load_profile_dirs(section.dirs)), problems
+    except ProfileError as exc:
+        problems += [f"meter_profiles.dirs: {p}" for p in exc.problems]
+    stems = {p.stem for folder in section.dirs for p in Path(folder).glob("*.toml")}
+    return sorted(stems | set(load_profile_dirs(()))), problems
+
+
 def config_warnings(config: Config) -> list[str]:
     """Settings that work but deserve a second look, each naming its key (never a refusal)."""
     return [
@@ -241,14 +261,10 @@ def config_warnings(config: Config) -> list[str]:
     ]
 
 
-def shipped_profile_names() -> list[str]:
-    """Names of the meter profiles evgw ships (``evgw meter profiles`` lists them)."""
-    return sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))
-
-
-def _check_meters(meters: list[MeterSection], connectors: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
-    profiles = shipped_profile_names()
+def _check_meters(
+    meters: list[MeterSection], connectors: dict[str, Any], profile_dirs: MeterProfilesSection
+) -> list[str]:
+    profiles, problems = profile_names(profile_dirs)
     lines: dict[str, list[tuple[int, MeterSection]]] = {}
     mains = 0
     for i, m in enumerate(meters):

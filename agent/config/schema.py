@@ -121,6 +121,20 @@ class MeterSection(Section, kw_only=True):
     (e.g. ``{ energy_block = "0x4000" }``)."""
 
 
+DEFAULT_PROFILE_DIR = "/etc/evgw/meters"
+
+
+class MeterProfilesSection(Section, kw_only=True):
+    """``[meter_profiles]``: folders of field meter profiles, read after the shipped ones.
+
+    Not ``meters.profile_dirs``: ``[[meters]]`` is an array of tables, and TOML cannot make
+    ``meters`` both an array and a table with a ``profile_dirs`` key."""
+
+    dirs: list[NonEmpty] = msgspec.field(default_factory=lambda: [DEFAULT_PROFILE_DIR])
+    """In order; a profile with the name of an earlier one (or of a shipped one) replaces it.
+    A missing ``/etc/evgw/meters`` is fine; any other missing folder is a config error."""
+
+
 class CanBusSection(Section, kw_only=True):
     connector_id: NonEmpty
     interface: NonEmpty
@@ -189,6 +203,7 @@ class Config(Section, kw_only=True):
     station: StationSection
     equipment: Annotated[list[EquipmentSection], Meta(min_length=1)]
     meters: list[MeterSection] = msgspec.field(default_factory=list)
+    meter_profiles: MeterProfilesSection = msgspec.field(default_factory=MeterProfilesSection)
     can_buses: list[CanBusSection] = msgspec.field(default_factory=list)
     uplinks: UplinksSection = msgspec.field(default_factory=UplinksSection)
     ledger: LedgerSection = msgspec.field(default_factory=LedgerSection)

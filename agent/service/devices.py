@@ -31,7 +31,8 @@ from agent.station.inputs import BusActivity
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
 from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging
 from drivers.modbus.poller import LinePoller, MeterSpec
-from drivers.modbus.profile import ProfileSet, load_profiles
+from drivers.modbus.profile import ProfileSet, load_profile_dirs
+from drivers.modbus.profile_model import Profile
 
 log = logging.getLogger("evgw.devices")
 
@@ -75,8 +76,14 @@ def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
     )
 
 
+def meter_profiles(config: Config) -> ProfileSet[Profile]:
+    """The shipped meter profiles overlaid with the config's ``[meter_profiles]`` folders
+    (the config check has validated them)."""
+    return load_profile_dirs(config.meter_profiles.dirs)
+
+
 def build_pollers(
-    config: Config, profiles: ProfileSet, sink: asyncio.Queue[Any]
+    config: Config, profiles: ProfileSet[Profile], sink: asyncio.Queue[Any]
 ) -> list[LinePoller]:
     lines: dict[LineSpec, list[MeterSection]] = {}
     for meter in config.meters:
@@ -114,7 +121,7 @@ class Devices:
 
     @classmethod
     def build(cls, config: Config, queue: asyncio.Queue[Any]) -> Devices:
-        profiles = load_profiles() if config.meters else ProfileSet({})
+        profiles = meter_profiles(config) if config.meters else ProfileSet({})
         quiet_library_logging()
         devices = cls(config=config, queue=queue)
         devices.listeners = [

@@ -42,10 +42,26 @@ class ReadingChecker:
         self._active_alarms: set[str] = set()
 
     def check(self, decoded: Decoded, ts: float) -> tuple[MeterReading, list[MeterEvent]]:
-        events: list[MeterEvent] = []
+        values, rejected = self._plausible(decoded)
+        events, notes = self._energy_events(values, ts)
+        events += self._rejection_events(decoded, rejected, ts)
+        alarm_events, active = self._alarm_events(decoded, ts)
+        events += alarm_events
+        reading = MeterReading(
+            self.meter_id,
+            ts,
+            values,
+            dict(decoded.flags),
+            rejected,
+            tuple(sorted(active)),
+            tuple(notes),
+        )
+        return reading, events
+
+    def _plausible(self, decoded: Decoded) -> tuple[dict[str, float], dict[str, str]]:
+        """The values that can be real, and the reasons for the others."""
         values: dict[str, float] = {}
         rejected = dict(decoded.rejected)
-        notes: list[str] = []
         for name, value in decoded.values.items():
             problem = physical_problem(name, value)
             if problem is None and self.rated_power_w and name.startswith("power_"):
@@ -58,7 +74,14 @@ class ReadingChecker:
                 rejected[name] = problem
                 continue
             values[name] = value
+        return values, rejected
 
+    def _energy_events(
+        self, values: dict[str, float], ts: float
+    ) -> tuple[list[MeterEvent], list[str]]:
+        """Energy registers against their last value: decreases and impossible jumps."""
+        events: list[MeterEvent] = []
+        notes: list[str] = []
         for name in ENERGY_NAMES:
             value = values.get(name)
             if value is None:
@@ -101,9 +124,14 @@ class ReadingChecker:
                         )
                     )
                     notes.append(f"{name} jumped")
+        return events, notes
 
-        newly = set(rejected) - self._rejected
-        for name in sorted(newly):
+    def _rejection_events(
+        self, decoded: Decoded, rejected: dict[str, str], ts: float
+    ) -> list[MeterEvent]:
+        """A ``value_rejected`` anomaly when a quantity starts being rejected."""
+        events: list[MeterEvent] = []
+        for name in sorted(set(rejected) - self._rejected):
             current = decoded.values.get(name)
             events.append(
                 MeterAnomaly(
@@ -117,7 +145,11 @@ class ReadingChecker:
                 )
             )
         self._rejected = set(rejected)
+        return events
 
+    def _alarm_events(self, decoded: Decoded, ts: float) -> tuple[list[MeterEvent], set[str]]:
+        """Alarm flags raised and cleared since the last poll, and the ones now active."""
+        events: list[MeterEvent] = []
         active = {f for f in self.alarm_flags if decoded.flags.get(f)}
         for flag in sorted(active - self._active_alarms):
             events.append(MeterAlarm(self.meter_id, ts, flag, True))
@@ -127,14 +159,4 @@ class ReadingChecker:
             else:
                 active.add(flag)
         self._active_alarms = active
-
-        reading = MeterReading(
-            self.meter_id,
-            ts,
-            values,
-            dict(decoded.flags),
-            rejected,
-            tuple(sorted(active)),
-            tuple(notes),
-        )
-        return reading, events
+        return events, active

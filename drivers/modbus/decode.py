@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from drivers.modbus.profile import TYPES, Quantity, ResolvedProfile
+from drivers.modbus.profile_model import TYPES, Quantity, ResolvedProfile
 
 _FORMATS: Final = {
     "u16": "H",

@@ -19,7 +19,7 @@ from drivers.modbus.decode import ReadPlan, plan_reads
 from drivers.modbus.events import MeterEvent, MeterReading
 from drivers.modbus.health import MeterHealth
 from drivers.modbus.link import LineSpec, ModbusLine, ReadError
-from drivers.modbus.profile import Profile
+from drivers.modbus.profile_model import Profile
 
 Sink = Callable[[MeterReading | MeterEvent], object] | asyncio.Queue
 

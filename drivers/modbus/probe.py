@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from drivers.modbus.decode import plan_reads
 from drivers.modbus.link import ModbusLine, ReadError, exception_text
-from drivers.modbus.profile import Profile, Quantity, ResolvedProfile
+from drivers.modbus.profile_model import Profile, Quantity, ResolvedProfile
 from drivers.modbus.quantities import physical_problem
 
 # (low, high) plausibility ranges of the commissioning procedure (spec §8.4)

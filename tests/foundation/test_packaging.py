@@ -58,7 +58,9 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "sim/__init__.py",
     ):
         assert expected in names, expected
-    for profile in (REPO / "config" / "meters").glob("*.toml"):
-        assert f"agent/config/resources/meters/{profile.name}" in names, profile.name
+    profiles = sorted((REPO / "drivers" / "modbus" / "profiles").glob("*.toml"))
+    assert profiles
+    for profile in profiles:
+        assert f"drivers/modbus/profiles/{profile.name}" in names, profile.name
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "evgw = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

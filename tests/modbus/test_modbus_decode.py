@@ -13,7 +13,8 @@ from drivers.modbus.checks import ReadingChecker
 from drivers.modbus.decode import choose_exponent, encode_value, plan_reads
 from drivers.modbus.events import MeterAlarm, MeterAnomaly, MeterOffline, MeterOnline
 from drivers.modbus.health import MeterHealth
-from drivers.modbus.profile import load_profiles, parse_profile
+from drivers.modbus.profile import load_profiles
+from drivers.modbus.profile_toml import parse_profile
 
 
 def _profile(quantities: dict, **modbus):

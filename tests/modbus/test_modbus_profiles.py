@@ -32,8 +32,9 @@ def test_builtin_profiles_load_and_plan() -> None:
         assert "energy_import_kwh" in {q.name for q in prof.quantities}, name
 
 
-def test_builtin_dir_is_config_meters() -> None:
-    assert Path(builtin_profiles_dir()) == Path(__file__).resolve().parents[2] / "config" / "meters"
+def test_builtin_dir_is_the_driver_package() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    assert Path(builtin_profiles_dir()) == repo / "drivers" / "modbus" / "profiles"
 
 
 def test_dtsu666_options_and_function_resolve() -> None:
