@@ -16,7 +16,7 @@ from agent.ledger import GatewayKey
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.keys import PublicKey
 from agent.ledger.stats import ledger_stats, render
-from agent.ledger.verify import verify_lines
+from agent.ledger.verify import Report, verify_lines
 from agent.records.bodies import KINDS
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -137,7 +137,8 @@ def _lines(source: str) -> Iterator[bytes]:
     path = Path(source)
     try:
         with path.open("rb") as handle:
-            if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+            head = handle.read(4096)
+            if head.startswith(_SQLITE_MAGIC):
                 handle.close()
                 conn = open_for_reading(path)
                 try:
@@ -145,6 +146,12 @@ def _lines(source: str) -> Iterator[bytes]:
                 finally:
                     conn.close()
                 return
+            if b"\0" in head:
+                raise UserError(
+                    f"{path} is neither an export (JSON Lines) nor a ledger file with a "
+                    "readable header (a damaged ledger? the service salvages it at its next "
+                    "start and keeps the damaged file as <ledger>.corrupt-<time>)"
+                )
             handle.seek(0)
             yield from handle
     except OSError as exc:
@@ -169,6 +176,7 @@ def _verify(args: argparse.Namespace) -> int:
     first = report.first_problem
     if first is None:
         print(f"OK: {summary}")
+        _notes(report)
         return 0
     print(f"FAILED: first broken link at {first}")
     for problem in report.problems:
@@ -176,7 +184,16 @@ def _verify(args: argparse.Namespace) -> int:
     if report.problems_truncated:
         print("  … more problems not listed")
     print(f"checked: {summary}")
+    _notes(report)
     return 1
+
+
+def _notes(report: Report) -> None:
+    """Losses the ledger declared and rows it set aside: not failures, but named."""
+    for note in report.declared:
+        print(f"  declared lost: {note}")
+    for note in report.quarantined:
+        print(f"  quarantined: {note}")
 
 
 def _stats(args: argparse.Namespace) -> int:

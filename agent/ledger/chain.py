@@ -3,7 +3,8 @@
 ``hash = sha256(prev_bytes ‖ canonical_json(record without prev/hash))`` where ``prev_bytes``
 is the 32-byte digest the hex ``prev`` spells and the first record of a chain has
 ``prev = "00…00"`` (64 zeros). "The record without prev/hash" is the stored envelope with its
-``seq`` and ``id``, every field present (``null`` when empty), keys sorted.
+``seq`` and ``id``, every field present (``null`` when empty), keys sorted. The ``id`` names
+the chain epoch after a recovery (:func:`record_id`); seqs go on rising across epochs.
 
 A checkpoint signs ``canonical_json({gateway_id, seq, hash, ts})`` with the gateway key, so
 one signature vouches for every record up to ``seq``.
@@ -41,12 +42,30 @@ _SORTED = msgspec.json.Encoder(order="sorted")
 _STORED_DECODER = msgspec.json.Decoder(StoredRecord)
 
 
-def record_id(gateway_id: str, seq: int) -> str:
-    return f"{gateway_id}:{seq}"
+def record_id(gateway_id: str, seq: int, epoch: int = 0) -> str:
+    """``<gateway_id>:<seq>`` in epoch 0, ``<gateway_id>:<epoch>:<seq>`` after a recovery.
+
+    The epoch changes at every recovery of a damaged ledger, so an id can never name two
+    different records even if a damaged file lost the newest seqs (gateway ids have no ``:``).
+    """
+    return f"{gateway_id}:{seq}" if epoch == 0 else f"{gateway_id}:{epoch}:{seq}"
 
 
-def unchained_json(record: Record, seq: int, gateway_id: str) -> bytes:
-    """The canonical bytes hashed for ``record`` stored at ``seq``."""
+def parse_record_id(text: object) -> tuple[str, int, int] | None:
+    """``(gateway_id, epoch, seq)`` of a record id, or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and p.isascii() for p in parts[1:]):
+        return None
+    if len(parts) == 2:
+        return parts[0], 0, int(parts[1])
+    epoch = int(parts[1])
+    return (parts[0], epoch, int(parts[2])) if epoch > 0 else None
+
+
+def unchained_json(record: Record, seq: int, gateway_id: str, epoch: int = 0) -> bytes:
+    """The canonical bytes hashed for ``record`` stored at ``seq`` in chain ``epoch``."""
     return _SORTED.encode(
         Unchained(
             kind=record.kind,
@@ -56,7 +75,7 @@ def unchained_json(record: Record, seq: int, gateway_id: str) -> bytes:
             equipment_id=record.equipment_id,
             connector_id=record.connector_id,
             seq=seq,
-            id=f"{gateway_id}:{seq}",
+            id=record_id(gateway_id, seq, epoch),
         )
     )
 

@@ -47,6 +47,16 @@ class PublicKey:
         return cls(key)
 
     @classmethod
+    def parse(cls, der: object) -> PublicKey | None:
+        """The P-256 key in ``der``, or None when it is not one (a damaged ``keys`` row)."""
+        if not isinstance(der, bytes):
+            return None
+        try:
+            return cls.from_der(der)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            return None
+
+    @classmethod
     def from_text(cls, text: str, source: str) -> PublicKey:
         """Parse a PEM public key (or a PEM private key, or hex DER as OCMF uses)."""
         stripped = text.strip()

@@ -1,7 +1,9 @@
 """The ledger as the service sees it: one :class:`Ledger` per process, on the asyncio loop.
 
 Appends go to the writer thread (:mod:`agent.ledger.writer`), reads to a reader thread with
-its own connection; the loop never waits on SQLite or on ``fsync``. See ``docs/LEDGER.md``.
+its own connection; the loop never waits on SQLite or on ``fsync``. Opening checks the file
+in constant time and recovers it if needed (:mod:`agent.ledger.opening`); the full integrity
+check runs in the background (:mod:`agent.ledger.integrity`). See ``docs/LEDGER.md``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from agent.errors import UserError
-from agent.ledger import reader, recovery
+from agent.ledger import live, notices, opening, reader, recovery
+from agent.ledger.batch import INSERT_CHECKPOINT, Limits, Row
 from agent.ledger.chain import (
     GENESIS,
     Checkpoint,
@@ -25,9 +26,14 @@ from agent.ledger.chain import (
     rotation_body,
     sign_checkpoint,
 )
+from agent.ledger.integrity import Background, Integrity
 from agent.ledger.keys import GatewayKey
-from agent.ledger.store import WriterLock, connect, create_schema, read_meta
-from agent.ledger.writer import INSERT_CHECKPOINT, Row, Writer
+from agent.ledger.pressure import DEFAULT_BOUND_BYTES
+from agent.ledger.readcheck import ReadBatch
+from agent.ledger.reads import Reads
+from agent.ledger.state import StateFile
+from agent.ledger.store import WriterLock
+from agent.ledger.writer import Writer
 from agent.records.envelope import Record, StoredRecord, iso_ts
 
 log = logging.getLogger(__name__)
@@ -36,11 +42,17 @@ T = TypeVar("T")
 HealthCallback = Callable[[str, str], None]
 """``on_health(health, message)``: called on the loop whenever :attr:`Ledger.health` changes."""
 
-HEALTH_ORDER: Final = ("disk_full", "write_error", "over_cap", "recovered_from_corruption")
+HEALTH_ORDER: Final = (
+    "disk_full",
+    "write_error",
+    "damaged",
+    "over_cap",
+    "recovered_from_corruption",
+)
 """Most severe first; :attr:`Ledger.health` is the first active one, else ``"ok"``."""
 
 
-def _stored(record: Record, row: Row, gateway_id: str) -> StoredRecord:
+def _stored(record: Record, row: Row, gateway_id: str, epoch: int) -> StoredRecord:
     seq = row[0]
     return StoredRecord(
         kind=record.kind,
@@ -50,7 +62,7 @@ def _stored(record: Record, row: Row, gateway_id: str) -> StoredRecord:
         equipment_id=record.equipment_id,
         connector_id=record.connector_id,
         seq=seq,
-        id=record_id(gateway_id, seq),
+        id=record_id(gateway_id, seq, epoch),
         prev=row[4].hex(),
         hash=row[5].hex(),
     )
@@ -69,9 +81,14 @@ class Ledger:
         self._key: GatewayKey
         self._lock: WriterLock
         self._writer: Writer
-        self._conn: sqlite3.Connection
-        self._read_conn: sqlite3.Connection
-        self._reads: ThreadPoolExecutor
+        self._reads: Reads
+        self._state_file: StateFile
+        self._background: Background | None = None
+        self.integrity: Integrity | None = None
+        """What the background integrity check found (None until it finished)."""
+        self._integrity_done = asyncio.Event()
+        self._damaged_seen: set[int] = set()
+        self._rebuilds = 0
         self._last_seq = 0
         self._last_hash = GENESIS
         self._last_cp: Checkpoint | None = None
@@ -96,12 +113,16 @@ class Ledger:
         max_batch: int = 5000,
         station_id: str | None = None,
         on_health: HealthCallback | None = None,
+        memory_bound_bytes: int = DEFAULT_BOUND_BYTES,
+        integrity_delay_s: float | None = 5.0,
     ) -> Ledger:
         """Open (or create) the ledger at ``path``, checking and if needed recovering it.
 
         ``gateway_id`` may be ``None`` for an existing ledger (its own id is used); when
         given it must match. ``station_id`` stamps the records the ledger writes itself
-        (alarms, retention and recovery events); it defaults to the gateway id.
+        (alarms, retention and recovery events); it defaults to the gateway id. Damage never
+        stops the open (see :mod:`agent.ledger.opening`). The full integrity check starts
+        ``integrity_delay_s`` after the open (None: not at all).
         """
         self = cls()
         self.path = Path(path)
@@ -111,113 +132,98 @@ class Ledger:
         self._lock = WriterLock(self.path)
         await asyncio.to_thread(self._lock.acquire)
         try:
-            await asyncio.to_thread(self._prepare, gateway_id, station_id)
+            opened = await asyncio.to_thread(
+                opening.prepare, self.path, gateway_id=gateway_id, station_id=station_id,
+                key=key, size_cap_bytes=size_cap_bytes,
+            )  # fmt: skip
         except BaseException:
             self._lock.release()
             raise
+        self.gateway_id = opened.gateway_id
+        self.station_id = station_id or self.gateway_id
+        self.recovery, self._cursors = opened.recovery, opened.cursors
+        self._last_seq, self._last_hash = opened.chain.last_seq, opened.chain.last_hash
+        self._last_cp_seq = opened.chain.last_checkpoint_seq
+        self._state_file = StateFile(self.path)
+        limits = Limits(
+            commit_interval_s, checkpoint_interval_s, max_batch, size_cap_bytes,
+            memory_bound_bytes,
+        )  # fmt: skip
         self._writer = Writer(
-            self._conn,
-            gateway_id=self.gateway_id,
-            station_id=self.station_id,
-            key=key,
-            last_seq=self._last_seq,
-            last_hash=self._last_hash,
-            last_checkpoint_seq=self._last_cp_seq,
-            commit_interval_s=commit_interval_s,
-            checkpoint_interval_s=checkpoint_interval_s,
-            max_batch=max_batch,
-            size_cap_bytes=size_cap_bytes,
-            on_commit=self._committed_threadsafe,
+            opened.conn, path=self.path, gateway_id=self.gateway_id,
+            station_id=self.station_id, key=key, chain=opened.chain, limits=limits,
+            state_file=self._state_file, on_commit=self._committed_threadsafe,
             on_health=self._health_threadsafe,
-        )
-        self._read_conn = connect(self.path, writer=False)
-        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read")
+        )  # fmt: skip
+        self._writer.rebuild = self._rebuild_live
+        await asyncio.to_thread(self._state_file.open, self._writer.state())
+        self._reads = Reads(self.path, self._writer, self._loop, exclusive=opened.exclusive)
         self._writer.start()
-        if self.recovery is not None:
-            message = (
-                f"ledger {self.path} was damaged ({self.recovery.reason}); moved to "
-                f"{self.recovery.moved_to}, records up to seq {self.recovery.last_good_seq} "
-                "were recovered"
-            )
-            self._set_condition("recovered_from_corruption", True, message)
-            await self.append(
-                Record(
-                    kind="alarm",
-                    ts=iso_ts(time.time()),
-                    station_id=self.station_id,
-                    body={
-                        "code": "LEDGER_RECOVERED",
-                        "type": "ledger",
-                        "level": "critical",
-                        "status": "raised",
-                        "message": message,
-                    },
-                )
-            )
+        for condition, message in notices.announce(self._writer, opened):
+            self._set_condition(condition, True, message)
+        self._start_background(integrity_delay_s)
         return self
 
-    def _prepare(self, gateway_id: str | None, station_id: str | None) -> None:
-        """Blocking part of :meth:`open` (runs in a thread)."""
-        if not self.path.parent.is_dir():
-            raise UserError(
-                f"ledger directory {self.path.parent} does not exist; create it "
-                "(the packaged tmpfiles.d snippet does) or fix ledger.path in the config"
-            )
-        if self.path.exists():
-            problem = recovery.inspect(self.path)
-            if problem is not None:
-                log.error("ledger %s failed its start-up check: %s", self.path, problem)
-                self.recovery = recovery.salvage(
-                    self.path,
-                    gateway_id=gateway_id or "unknown",
-                    station_id=station_id or gateway_id or "unknown",
-                    reason=problem,
-                )
-        conn = connect(self.path, writer=True)
-        try:
-            stored_id = read_meta(conn).get("gateway_id")
-            if stored_id is None and gateway_id is None:
-                raise UserError(
-                    f"ledger {self.path} is new: give the gateway id (--gateway-id, or "
-                    "gateway.gateway_id in the config)"
-                )
-            if stored_id is not None and gateway_id is not None and stored_id != gateway_id:
-                raise UserError(
-                    f"ledger {self.path} belongs to gateway {stored_id!r}, not {gateway_id!r}; "
-                    "fix gateway.gateway_id in the config or point ledger.path elsewhere"
-                )
-            self.gateway_id = stored_id or gateway_id or ""
-            self.station_id = station_id or self.gateway_id
-            create_schema(conn, self.gateway_id)
-            last = conn.execute(
-                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if last is not None:
-                self._last_seq, self._last_hash = int(last[0]), bytes(last[1])
-            self._last_cp_seq = int(
-                conn.execute("SELECT coalesce(max(seq), 0) FROM checkpoints").fetchone()[0]
-            )
-            self._cursors = dict(conn.execute("SELECT uplink, seq FROM cursors").fetchall())
-            conn.execute(
-                "INSERT OR IGNORE INTO keys VALUES (?, ?, ?)",
-                (self._key.fingerprint, self._key.public.der, self._last_seq + 1),
-            )
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+    def _start_background(self, delay_s: float | None) -> None:
+        if delay_s is None or self._reads.exclusive:
+            self._integrity_done.set()  # exclusive: no second connection can read the file
+            return
+
+        def done(result: tuple[int, Integrity]) -> None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._checked, result)
+
+        keys = [self._key.public]
+        started = self._rebuilds
+        self._background = Background(
+            self.path, self.gateway_id, keys, delay_s, lambda result: done((started, result))
+        )
+        self._background.start()
+
+    def _checked(self, outcome: tuple[int, Integrity]) -> None:
+        started, result = outcome
+        if started != self._rebuilds:  # it checked the file a rebuild has replaced since
+            self._start_background(0.0)
+            return
+        self.integrity = result
+        rebuilding = notices.integrity(self._writer, result)
+        if rebuilding is not None:
+            self._set_condition("damaged", True, rebuilding)
+        else:
+            self._integrity_done.set()
+
+    async def integrity_checked(self) -> Integrity | None:
+        """Wait for the background integrity check (and the rebuild it caused, if any)."""
+        await self._integrity_done.wait()
+        return self.integrity
+
+    def _rebuild_live(self, reason: str) -> None:
+        """Writer thread: rebuild the damaged file while running (agent.ledger.live)."""
+        result = live.rebuild(self._writer, reason, self._reads.swap)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._rebuilt, result)
+
+    def _rebuilt(self, result: recovery.Recovery | None) -> None:
+        if result is not None:
+            self._rebuilds += 1
+            self.recovery = result
+            self._set_condition("damaged", False, "the damaged ledger was rebuilt")
+            self._set_condition("recovered_from_corruption", True, result.message())
+        self._integrity_done.set()
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Flush pending records, write a final checkpoint, close the files."""
         if self._closed:
             return
         self._closed = True
+        if self._background is not None:
+            await asyncio.to_thread(self._background.stop)
         self._writer.stop(timeout_s)
         await asyncio.to_thread(self._writer.join)
         await asyncio.sleep(0)  # let the last commit callbacks run
-        self._reads.shutdown(wait=True)
-        self._read_conn.close()
-        self._conn.close()
+        self._reads.close()
+        self._writer.conn.close()
+        self._state_file.close()
         self._lock.release()
 
     async def __aenter__(self) -> Ledger:
@@ -290,8 +296,8 @@ class Ledger:
     async def append(self, record: Record) -> StoredRecord:
         """Append ``record``; return once it is durable (fsync'ed by a group commit)."""
         fut = self._loop.create_future()
-        row = self._writer.submit(record, fut)
-        stored = _stored(record, row, self.gateway_id)
+        row, epoch = self._writer.submit(record, fut)
+        stored = _stored(record, row, self.gateway_id, epoch)
         await fut
         return stored
 
@@ -407,14 +413,27 @@ class Ledger:
         )
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._loop.run_in_executor(self._reads, fn, self._read_conn, *args)
+        return await self._reads.run(fn, *args)
+
+    def _report(self, batch: ReadBatch, uplink: str) -> ReadBatch:
+        """Damaged rows a read skipped: park them for ``uplink``, alarm, rebuild the file."""
+        fresh = [d for d in batch.damaged if d.seq not in self._damaged_seen]
+        if fresh:
+            self._damaged_seen.update(d.seq for d in fresh)
+            message = notices.damaged_rows(self._writer, fresh, uplink)
+            self._set_condition("damaged", True, message)
+        return batch
 
     async def read_batch(
         self, uplink: str, limit: int, kinds: Collection[str] | None = None
-    ) -> list[StoredRecord]:
-        """Up to ``limit`` records after ``uplink``'s cursor, not parked for it, by seq."""
+    ) -> ReadBatch:
+        """Up to ``limit`` records after ``uplink``'s cursor, not parked for it, by seq.
+
+        Damaged records are skipped, parked for ``uplink`` and listed in ``.damaged``.
+        """
         after = await self.cursor(uplink)
-        return await self._read(reader.read_batch, uplink, after, limit, kinds)
+        batch = await self._read(reader.read_batch, uplink, after, limit, kinds)
+        return self._report(batch, uplink)
 
     async def read_after(
         self,
@@ -423,16 +442,21 @@ class Ledger:
         *,
         uplink: str = "",
         kinds: Collection[str] | None = None,
-    ) -> list[StoredRecord]:
+    ) -> ReadBatch:
         """Up to ``limit`` records with a seq above ``seq``, by seq — not only after a cursor,
         so an uplink can read ahead of the records still in flight. With ``uplink``, records
-        parked for it are left out. Runs on the ledger's reader thread (own connection)."""
-        return await self._read(reader.read_batch, uplink, seq, limit, kinds)
+        parked for it are left out. Runs on the ledger's reader thread (own connection).
+        Damaged records are skipped and listed in ``.damaged`` (parked for ``uplink``)."""
+        batch = await self._read(reader.read_batch, uplink, seq, limit, kinds)
+        return self._report(batch, uplink)
 
     async def backlog(self, uplink: str) -> int:
         """How many records after ``uplink``'s cursor wait for it (parked ones excluded)."""
         after = await self.cursor(uplink)
-        return await self._read(reader.backlog, uplink, after)
+        try:
+            return await self._read(reader.backlog, uplink, after)
+        except sqlite3.DatabaseError:  # a damaged page: the rebuild it causes will fix it
+            return max(0, self._last_seq - after)
 
     async def find(
         self,
@@ -444,5 +468,7 @@ class Ledger:
         newest_first: bool = False,
     ) -> list[StoredRecord]:
         """Records of ``kind`` (optionally of one session / connector), by seq: the oldest
-        ``limit`` of them, or with ``newest_first`` the newest ``limit``, newest first."""
-        return await self._read(reader.find, kind, session_id, connector_id, limit, newest_first)
+        ``limit`` of them, or with ``newest_first`` the newest ``limit``, newest first.
+        Damaged records are skipped and reported."""
+        batch = await self._read(reader.find, kind, session_id, connector_id, limit, newest_first)
+        return self._report(batch, "")

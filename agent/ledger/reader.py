@@ -1,6 +1,8 @@
 """Read-side queries, run on a reader connection of their own (SQLite WAL: readers never
 block the writer). Every query here is served by an index: the ``records`` primary key, the
-``(kind, seq)`` index or the ``(session_id, seq)`` index."""
+``(kind, seq)`` index or the ``(session_id, seq)`` index. Every record returned matches its
+hash; damaged ones are skipped and listed in ``ReadBatch.damaged``
+(:mod:`agent.ledger.readcheck`)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,11 @@ import heapq
 import sqlite3
 from collections.abc import Collection
 
-from agent.ledger.chain import stored_from_row
+from agent.ledger.readcheck import Damaged, ReadBatch, batch_filter, decode, probe
 from agent.ledger.store import DATA_EXPR
-from agent.records.envelope import StoredRecord
 
 _BATCH = (
-    f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r "
+    f"SELECT r.seq, r.kind, r.prev, r.hash, {DATA_EXPR} FROM records r "
     "WHERE r.seq > ? AND r.data IS NOT NULL{kind} "
     "AND NOT EXISTS (SELECT 1 FROM parked p WHERE p.uplink = ? AND p.seq = r.seq) "
     "ORDER BY r.seq LIMIT ?"
@@ -28,19 +29,23 @@ def read_batch(
     after_seq: int,
     limit: int,
     kinds: Collection[str] | None,
-) -> list[StoredRecord]:
+) -> ReadBatch:
     if limit <= 0:
-        return []
-    if kinds is None:
-        rows = conn.execute(_BATCH_ALL, (after_seq, uplink, limit)).fetchall()
-    else:
-        # one ordered index range per kind, merged: never a sort of the whole backlog
-        per_kind = [
-            conn.execute(_BATCH_KIND, (after_seq, kind, uplink, limit)).fetchall()
-            for kind in sorted(set(kinds))
-        ]
-        rows = list(heapq.merge(*per_kind))[:limit]
-    return [stored_from_row(data, prev, digest) for _seq, prev, digest, data in rows]
+        return ReadBatch()
+    try:
+        if kinds is None:
+            rows = conn.execute(_BATCH_ALL, (after_seq, uplink, limit)).fetchall()
+        else:
+            # one ordered index range per kind, merged: never a sort of the whole backlog
+            per_kind = [
+                conn.execute(_BATCH_KIND, (after_seq, kind, uplink, limit)).fetchall()
+                for kind in sorted(set(kinds))
+            ]
+            rows = list(heapq.merge(*per_kind))[:limit]
+    except sqlite3.DatabaseError:  # a damaged page: read seq by seq to name what is lost
+        wanted = None if kinds is None else frozenset(kinds)
+        return probe(conn, after_seq, limit, batch_filter(uplink, wanted))
+    return decode(rows)
 
 
 def backlog(conn: sqlite3.Connection, uplink: str, after_seq: int) -> int:
@@ -62,9 +67,10 @@ def find(
     connector_id: str | None,
     limit: int,
     newest_first: bool = False,
-) -> list[StoredRecord]:
+) -> ReadBatch:
     sql = (
-        f"SELECT r.prev, r.hash, {DATA_EXPR} FROM records r WHERE r.kind = ? AND r.data IS NOT NULL"
+        f"SELECT r.seq, r.kind, r.prev, r.hash, {DATA_EXPR} FROM records r "
+        "WHERE r.kind = ? AND r.data IS NOT NULL"
     )
     params: list[object] = [kind]
     if session_id is not None:
@@ -75,4 +81,7 @@ def find(
         params.append(connector_id)
     sql += f" ORDER BY r.seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
     params.append(limit)
-    return [stored_from_row(data, prev, digest) for prev, digest, data in conn.execute(sql, params)]
+    try:
+        return decode(conn.execute(sql, params).fetchall())
+    except sqlite3.DatabaseError as exc:
+        return ReadBatch(damaged=[Damaged(0, kind, f"the {kind} records cannot be read ({exc})")])

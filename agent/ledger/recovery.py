@@ -1,256 +1,347 @@
-"""Start-up check and recovery of a damaged ledger file (issue 5 §6).
+"""Start-up check of the ledger file, and recovery from damage (issue 12).
 
-:func:`inspect` runs ``PRAGMA quick_check`` and verifies the tail of the chain (the last
-records' hashes and links, and the newest checkpoint's signature). When it finds damage,
-:func:`salvage` moves the file aside (never deletes it), copies every record that still
-verifies from the start of the chain into a new file, and ends that file with an ``event``
-record whose ``prev`` is the last good hash, so the new chain continues the old one. Sequence
-numbers never go back: if records after the last good one were lost, the event says which
-range, and the new records continue after the highest seq the old file ever had.
+The start-up check costs the same at any ledger size: the file header and size
+(:func:`agent.ledger.pages.header_problem`), SQLite's own WAL recovery, the last
+:data:`TAIL_RECORDS` records' hashes and links (gaps must have been declared), and the chain's
+end against the state file (:mod:`agent.ledger.state`) — a ledger that ends before the seq the
+state file recorded lost its WAL, or was truncated. The full integrity check runs later, in
+the background (:mod:`agent.ledger.integrity`).
+
+When the check finds damage, :func:`recover` salvages every row that still verifies, page by
+page, from the file and its WAL (:mod:`agent.ledger.salvage`, :mod:`agent.ledger.rebuild`),
+writes a new file that ends with an ``event`` ``ledger_recovered`` declaring exactly which
+seqs were lost (per kind where anything still tells) and starting a new chain epoch, keeps
+the damaged file as ``<ledger>.corrupt-<UTC time>``, and puts the new file in its place.
+Seqs never go back, and the declared gaps are accepted by every later check, so a recovery
+runs once per damage and never drops what was written after it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as _dt
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
-from agent.ledger.chain import GENESIS, checkpoint_payload, link_hash
+from agent.ledger.batch import Row, insert_rows, make_row
+from agent.ledger.chain import link_hash
 from agent.ledger.keys import PublicKey
-from agent.ledger.store import DATA_EXPR, create_schema, read_meta
-from agent.ledger.writer import Row, insert_rows, make_row
+from agent.ledger.losses import EVENT, Loss, declared_by
+from agent.ledger.pages import header_problem
+from agent.ledger.rebuild import Plan, build
+from agent.ledger.salvage import collect, inner, open_stage
+from agent.ledger.state import State
+from agent.ledger.store import DATA_EXPR, ensure_table
 from agent.records.envelope import Record, iso_ts
 
 TAIL_RECORDS: Final = 1000
-_CHUNK: Final = 5000
-
-
-class _SeqOnly(msgspec.Struct):
-    seq: int
-
-
-_SEQ_DECODER = msgspec.json.Decoder(_SeqOnly)
 
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
+    """What a recovery did; the same facts are in its ``ledger_recovered`` event."""
+
     reason: str
-    moved_to: Path
+    moved_to: Path | None
+    epoch: int
+    salvaged: int
     last_good_seq: int
+    last_good_hash: str
     event_seq: int
-    lost_from_seq: int | None
-    lost_to_seq: int | None
+    losses: tuple[Loss, ...]
+
+    @property
+    def lost(self) -> int:
+        return sum(loss.count for loss in self.losses)
+
+    @property
+    def lost_from_seq(self) -> int | None:
+        return self.losses[0].from_seq if self.losses else None
+
+    @property
+    def lost_to_seq(self) -> int | None:
+        return self.losses[-1].to_seq if self.losses else None
+
+    def message(self) -> str:
+        lost = "; ".join(_describe(loss) for loss in self.losses[:5]) or "nothing"
+        if len(self.losses) > 5:
+            lost += f"; … {len(self.losses) - 5} more ranges"
+        kept = f"kept as {self.moved_to}" if self.moved_to else "gone"
+        return (
+            f"ledger was damaged ({self.reason}); {self.salvaged} records salvaged, "
+            f"{self.lost} lost ({lost}); chain epoch {self.epoch} from seq {self.event_seq}; "
+            f"the damaged file is {kept}"
+        )
 
 
-def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+def _describe(loss: Loss) -> str:
+    kinds = [f"{kind} {n}" for kind, n in sorted(loss.kinds.items())]
+    if loss.unknown_kind:
+        kinds.append(f"unknown kind {loss.unknown_kind}")
+    span = f"seq {loss.from_seq}" if loss.count == 1 else f"seq {loss.from_seq}..{loss.to_seq}"
+    return f"{span}: {', '.join(kinds)}"
 
 
-def _bad_row(
-    seq: int, prev: bytes, digest: bytes, data: bytes | None, last: tuple[int, bytes] | None
-) -> str | None:
-    """Why this row does not continue the chain after ``last`` (None: it does)."""
-    if last is not None:
-        if seq != last[0] + 1:
-            return f"seq {last[0] + 1} is missing (next stored seq is {seq})"
-        if prev != last[1]:
-            return f"record {seq}: prev does not match the hash of record {last[0]}"
-    if data is not None:
-        if link_hash(prev, data) != digest:
-            return f"record {seq}: stored hash does not match its content"
-        try:
-            inner = _SEQ_DECODER.decode(data).seq
-        except msgspec.DecodeError:
-            return f"record {seq}: content is not valid JSON"
-        if inner != seq:
-            return f"record {seq}: content says seq {inner}"
-    return None
+def rebuild_path(path: Path) -> Path:
+    return path.with_name(path.name + ".rebuild")
 
 
-def inspect(path: Path) -> str | None:
-    """``None`` when the file is healthy, else what is wrong with it."""
-    try:
-        conn = _ro(path)
-    except sqlite3.Error as exc:
-        return f"cannot open: {exc}"
-    try:
-        return _inspect(conn)
-    except sqlite3.DatabaseError as exc:
-        return f"SQLite error: {exc}"
-    finally:
-        conn.close()
+def _stage_path(path: Path) -> Path:
+    return path.with_name(path.name + ".salvage-stage")
 
 
-def _inspect(conn: sqlite3.Connection) -> str | None:
-    problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
-    if problems != ["ok"]:
-        return "quick_check: " + "; ".join(problems)
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def finish_interrupted(path: Path) -> None:
+    """Complete a rebuild a crash interrupted between its two renames, or discard it."""
+    tmp = rebuild_path(path)
+    if tmp.exists():
+        if path.exists():
+            _remove(tmp)  # the damaged file is still in place: the rebuild runs again
+        else:
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+    _remove(_stage_path(path))
+
+
+def before_open(path: Path, state: State | None) -> str | None:
+    """Damage visible before SQLite opens the file: missing, empty, bad header, truncated."""
+    wal = Path(f"{path}-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        what = "missing" if not path.exists() else "empty (0 bytes)"
+        if state is not None and state.last_seq > 0:
+            return f"the ledger file is {what}, but records up to seq {state.last_seq} were written"
+        if wal_size:
+            return f"the ledger file is {what}, but its WAL holds {wal_size} bytes"
+        return None
+    return header_problem(path)
+
+
+def tail_problem(conn: sqlite3.Connection, state: State | None) -> str | None:
+    """Damage at the chain's end, or an end before the one the state file recorded."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "records" not in tables:
-        return None if not tables else "not an evgw ledger (no records table)"
+        if state is not None and state.last_seq > 0:
+            return (
+                "the ledger has no records table, but records up to seq "
+                f"{state.last_seq} were written"
+            )
+        return None if not tables or tables <= {"meta"} else "not an evgw ledger (no records table)"
     rows = conn.execute(
         f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r ORDER BY r.seq DESC LIMIT ?",
         (TAIL_RECORDS,),
     ).fetchall()
-    last: tuple[int, bytes] | None = None
-    for seq, prev, digest, data in reversed(rows):
-        bad = _bad_row(seq, prev, digest, data, last)
+    rows.reverse()
+    for i, (seq, prev, digest, data) in enumerate(rows):
+        bad = bad_row(seq, prev, digest, data)
+        if bad is None and i:
+            bad = bad_link(conn, rows[i - 1], (seq, prev, data))
         if bad:
             return bad
-        last = (seq, digest)
-    cp = conn.execute(
-        "SELECT seq, hash, ts, key_id, sig FROM checkpoints ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    if cp is None:
+    last = (rows[-1][0], rows[-1][2]) if rows else (0, b"")
+    return _behind_state(last, state)
+
+
+def bad_row(seq: int, prev: bytes, digest: bytes, data: bytes | None) -> str | None:
+    if data is None:
         return None
-    seq, digest, ts, key_id, sig = cp
-    row = conn.execute("SELECT hash FROM records WHERE seq = ?", (seq,)).fetchone()
-    if row is not None and row[0] != digest:
-        return f"newest checkpoint (seq {seq}) does not match the record's hash"
-    key_row = conn.execute("SELECT public_der FROM keys WHERE key_id = ?", (key_id,)).fetchone()
-    if key_row is None:
-        return f"newest checkpoint is signed by unknown key {key_id[:16]}"
-    gateway_id = read_meta(conn).get("gateway_id", "")
-    payload = checkpoint_payload(gateway_id, seq, digest.hex(), ts)
-    if not PublicKey.from_der(key_row[0]).verify(base64.b64decode(sig), payload):
-        return f"newest checkpoint (seq {seq}) has a bad signature"
+    if link_hash(prev, data) != digest:
+        return f"record {seq}: stored hash does not match its content"
+    parsed = inner(data)
+    if parsed is None:
+        return f"record {seq}: content is not valid JSON"
+    if parsed.seq != seq:
+        return f"record {seq}: content says seq {parsed.seq}"
     return None
 
 
-def _move_aside(path: Path) -> Path:
+def bad_link(
+    conn: sqlite3.Connection, before: tuple[Any, ...], row: tuple[int, bytes, bytes | None]
+) -> str | None:
+    seq, prev, data = row
+    if seq == before[0] + 1:
+        if prev != before[2]:
+            return f"record {seq}: prev does not match the hash of record {before[0]}"
+        return None
+    low, high = before[0] + 1, seq - 1
+    if gap_declared(conn, low, high) or (prev == before[2] and _declares(data, low, high)):
+        return None
+    return f"records {low}..{high} are missing and no event declares them lost"
+
+
+def _declares(data: bytes | None, low: int, high: int) -> bool:
+    """Whether ``data`` is an event declaring ``low..high`` lost (ledgers before ``losses``)."""
+    if not data:
+        return False
+    try:
+        event = EVENT.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return any(a <= low and high <= b for a, b, _seq in declared_by(event))
+
+
+def gap_declared(conn: sqlite3.Connection, low: int, high: int) -> bool:
+    """Whether declared losses (the ``losses`` table) cover every seq ``low..high``."""
+    try:
+        ranges = conn.execute(
+            "SELECT from_seq, to_seq FROM losses WHERE from_seq <= ? AND to_seq >= ? "
+            "ORDER BY from_seq",
+            (high, low),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a ledger from before the losses table
+        return False
+    covered = low
+    for a, b in ranges:
+        if a > covered:
+            return False
+        covered = max(covered, b + 1)
+    return covered > high
+
+
+def _behind_state(last: tuple[int, bytes], state: State | None) -> str | None:
+    if state is None:
+        return None
+    seq, digest = last
+    if seq < state.last_seq:
+        return (
+            f"the ledger ends at seq {seq}, but records up to seq {state.last_seq} were "
+            "written (its WAL was lost or damaged, or the file was cut short)"
+        )
+    if seq == state.last_seq and seq and digest.hex() != state.last_hash:
+        return f"record {seq} is not the record the ledger wrote at that seq"
+    return None
+
+
+def aside_name(path: Path) -> Path:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
-    while target.exists():
+    while any(Path(f"{target}{s}").exists() for s in ("", "-wal")):
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         n += 1
-    for suffix in ("-wal", "-shm", ""):
-        src = Path(f"{path}{suffix}")
-        if src.exists():
-            os.rename(src, Path(f"{target}{suffix}"))
     return target
 
 
-def salvage(path: Path, *, gateway_id: str, station_id: str, reason: str) -> Recovery:
-    """Move ``path`` aside and rebuild a ledger from what still verifies; see module doc."""
-    moved = _move_aside(path)
-    good: list[tuple[int, str, str | None, str | None, bytes, bytes, bytes | None]] = []
-    max_seen = 0
-    meta: dict[str, str] = {}
-    cursors: list[tuple[str, int]] = []
-    parked: list[tuple[str, int, str, str]] = []
-    checkpoints: list[tuple[int, bytes, str, str, str]] = []
-    keys: list[tuple[str, bytes, int]] = []
+def swap(path: Path, tmp: Path, aside: Path) -> None:
+    """Move the damaged file (and its WAL) to ``aside``, then the rebuilt one in its place."""
+    for suffix in ("-wal", "-shm", ""):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.rename(src, Path(f"{aside}{suffix}"))
+    _fsync_dir(path.parent)
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        old = _ro(moved)
-    except sqlite3.Error:
-        old = None
-    if old is not None:
-        try:
-            meta = dict(_try_all(old, "SELECT key, value FROM meta"))
-            good, max_seen = _good_prefix(old)
-            cursors = _try_all(old, "SELECT uplink, seq FROM cursors")
-            parked = _try_all(old, "SELECT uplink, seq, reason, ts FROM parked")
-            checkpoints = _try_all(old, "SELECT seq, hash, ts, key_id, sig FROM checkpoints")
-            keys = _try_all(old, "SELECT key_id, public_der, first_seq FROM keys")
-        finally:
-            old.close()
-    gateway_id = meta.get("gateway_id", gateway_id)
-    last_good = good[-1][0] if good else 0
-    last_hash = good[-1][5] if good else GENESIS
-    hashes = {row[0]: row[5] for row in good[-TAIL_RECORDS * 10 :]}
-    max_seen = max([max_seen, last_good, *(seq for _u, seq in cursors)])
-    event_seq = max_seen + 1
-    lost = (last_good + 1, max_seen) if max_seen > last_good else (None, None)
-    body = {
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def salvage_into(
+    path: Path, tmp: Path, *, gateway_id: str | None, state: State | None,
+    keys: Sequence[PublicKey],
+) -> Plan:  # fmt: skip
+    """Stage what ``path`` (and its WAL) still holds and build the new ledger at ``tmp``."""
+    stage_file = _stage_path(path)
+    stage = open_stage(stage_file)
+    try:
+        collect(path, stage)
+        return build(stage, tmp, gateway_id=gateway_id, state=state, keys=keys)
+    finally:
+        stage.close()
+        _remove(stage_file)
+
+
+def recovery_body(
+    plan: Plan, reason: str, previous_file: Path | None, follows: tuple[int, bytes]
+) -> dict[str, Any]:
+    """The body of the ``ledger_recovered`` event that starts epoch ``plan.epoch``."""
+    return {
         "event": "ledger_recovered",
+        "message": f"ledger recovered from damage: {reason}"[:255],
         "reason": reason,
-        "previous_file": str(moved),
-        "last_good_seq": last_good,
-        "last_good_hash": last_hash.hex(),
-        "lost_from_seq": lost[0],
-        "lost_to_seq": lost[1],
+        "epoch": plan.epoch,
+        "previous_epoch": plan.previous_epoch,
+        "previous_file": None if previous_file is None else str(previous_file),
+        "salvaged": plan.kept,
+        "last_good_seq": follows[0],
+        "last_good_hash": follows[1].hex(),
+        "lost_from_seq": plan.losses[0].from_seq if plan.losses else None,
+        "lost_to_seq": plan.losses[-1].to_seq if plan.losses else None,
+        "lost_count": plan.lost,
+        "lost": [loss.as_body() for loss in plan.losses],
     }
-    event = Record(kind="event", ts=iso_ts(time.time()), station_id=station_id, body=body)
-    row = make_row(event, event_seq, gateway_id, last_hash)
-    conn = sqlite3.connect(path, isolation_level=None)
+
+
+def record_losses(conn: sqlite3.Connection, losses: Sequence[Loss], event_seq: int) -> None:
+    ensure_table(conn, "losses")
+    conn.executemany(
+        "INSERT OR REPLACE INTO losses VALUES (?, ?, ?)",
+        [(loss.from_seq, loss.to_seq, event_seq) for loss in losses],
+    )
+
+
+def _seal(tmp: Path, plan: Plan, row: Row) -> None:
+    """Append the recovery event (and the losses it declares) to the rebuilt file."""
+    conn = sqlite3.connect(tmp, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        create_schema(conn, gateway_id)
         conn.execute("BEGIN IMMEDIATE")
-        insert_rows(conn, [*good, row])
-        conn.executemany(
-            "INSERT INTO checkpoints (seq, hash, ts, key_id, sig) VALUES (?, ?, ?, ?, ?)",
-            [cp for cp in checkpoints if hashes.get(cp[0]) == cp[1]],
-        )
-        conn.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?)", keys)
-        conn.executemany("INSERT OR IGNORE INTO cursors VALUES (?, ?)", cursors)
-        conn.executemany("INSERT OR IGNORE INTO parked VALUES (?, ?, ?, ?)", parked)
+        insert_rows(conn, [row])
+        record_losses(conn, plan.losses, row[0])
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (str(plan.epoch),))
         conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    return Recovery(reason, moved, last_good, event_seq, lost[0], lost[1])
 
 
-def _try_all(conn: sqlite3.Connection, sql: str) -> list:  # type: ignore[type-arg]
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.DatabaseError:
-        return []
-
-
-_ROWS_AFTER: Final = (
-    "SELECT r.seq, r.kind, r.session_id, r.connector_id, r.prev, r.hash, "
-    f"{DATA_EXPR} FROM records r WHERE r.seq > ? ORDER BY r.seq LIMIT ?"
-)
-
-
-def _rows_one_by_one(conn: sqlite3.Connection, after: int) -> list[Row]:
-    """The readable rows after ``after``, up to the first damaged one (a chunk failed)."""
-    rows: list[Row] = []
-    while len(rows) < _CHUNK:
-        try:
-            found = conn.execute(_ROWS_AFTER, (after, 1)).fetchall()
-        except sqlite3.DatabaseError:
-            break
-        if not found:
-            break
-        rows.extend(found)
-        after = found[0][0]
-    return rows
-
-
-def _good_prefix(
-    conn: sqlite3.Connection,
-) -> tuple[list[tuple[int, str, str | None, str | None, bytes, bytes, bytes | None]], int]:
-    """Rows from the start of the chain up to the first one that does not verify."""
-    good: list[tuple[int, str, str | None, str | None, bytes, bytes, bytes | None]] = []
-    max_seen = 0
-    with contextlib.suppress(sqlite3.DatabaseError):
-        max_seen = int(conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)
-    last: tuple[int, bytes] | None = None
-    after = -1
-    while True:
-        try:
-            chunk = conn.execute(_ROWS_AFTER, (after, _CHUNK)).fetchall()
-        except sqlite3.DatabaseError:
-            chunk = _rows_one_by_one(conn, after)
-        if not chunk:
-            return good, max_seen
-        for row in chunk:
-            seq, _kind, _session, _conn_id, prev, digest, data = row
-            max_seen = max(max_seen, seq)
-            if _bad_row(seq, prev, digest, data, last):
-                return good, max_seen
-            good.append(row)
-            last = (seq, digest)
-        after = chunk[-1][0]
+def recover(
+    path: Path,
+    *,
+    reason: str,
+    gateway_id: str | None,
+    station_id: str | None,
+    state: State | None,
+    keys: Sequence[PublicKey],
+) -> tuple[Recovery, Plan]:
+    """Salvage ``path`` into a new ledger in its place (the ledger is not open); see above."""
+    tmp = rebuild_path(path)
+    plan = salvage_into(path, tmp, gateway_id=gateway_id, state=state, keys=keys)
+    aside = aside_name(path) if path.exists() or Path(f"{path}-wal").exists() else None
+    follows = (plan.last_seq, plan.last_hash)
+    event = Record(
+        kind="event",
+        ts=iso_ts(time.time()),
+        station_id=station_id or plan.gateway_id,
+        body=recovery_body(plan, reason, aside, follows),
+    )
+    row = make_row(event, plan.top + 1, plan.gateway_id, plan.last_hash, plan.epoch)
+    _seal(tmp, plan, row)
+    if aside is not None:
+        swap(path, tmp, aside)
+    else:
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    recovery = Recovery(
+        reason, aside, plan.epoch, plan.kept, plan.last_seq, plan.last_hash.hex(), row[0],
+        tuple(plan.losses),
+    )  # fmt: skip
+    return recovery, plan

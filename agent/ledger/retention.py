@@ -1,6 +1,7 @@
 """Keeping the ledger under its size cap (issue 5 §5).
 
-When the pages in use exceed the cap, retention frees room down to 90 % of it:
+When the pages in use plus the WAL exceed the cap, the writer first folds the WAL into the
+main file; if the pages in use alone still exceed it, retention frees room down to 90 %:
 
 1. delete records every uplink has acknowledged, up to (not including) the newest signed
    checkpoint at or below the slowest cursor, so the chain stays verifiable from that
@@ -18,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from agent.ledger.store import SPLIT_KINDS, used_bytes
+from agent.ledger.store import SPLIT_KINDS, pages_bytes
 
 DROP_ORDER: Final = SPLIT_KINDS
 """Kinds whose unacknowledged records may be dropped, first to last."""
@@ -54,23 +55,31 @@ class Outcome:
 
 
 def enforce(conn: sqlite3.Connection, cap_bytes: int, durable_seq: int) -> Outcome:
-    """Free room when over ``cap_bytes``; one transaction, committed before returning."""
+    """Free room when the pages in use exceed ``cap_bytes``; one transaction, committed
+    before returning. (The writer folds the WAL into the main file first: the cap counts
+    the pages in use plus the WAL.)"""
     outcome = Outcome()
-    if used_bytes(conn) <= cap_bytes:
+    limit = cap_bytes
+    if pages_bytes(conn) <= limit:
         return outcome
-    target = int(cap_bytes * TARGET_FRACTION)
+    target = int(limit * TARGET_FRACTION)
     conn.execute("BEGIN IMMEDIATE")
     try:
         _delete_acknowledged(conn, target, durable_seq, outcome)
         for kind in DROP_ORDER:
-            if used_bytes(conn) <= target:
+            if pages_bytes(conn) <= target:
                 break
             _drop_kind(conn, kind, target, outcome)
+        if outcome.deleted_below_seq is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('deleted_below', ?)",
+                (str(outcome.deleted_below_seq),),
+            )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    outcome.over_cap = used_bytes(conn) > cap_bytes
+    outcome.over_cap = pages_bytes(conn) > limit
     return outcome
 
 
@@ -84,22 +93,24 @@ def _delete_acknowledged(
     conn: sqlite3.Connection, target: int, durable_seq: int, outcome: Outcome
 ) -> None:
     acked = slowest_cursor(conn, durable_seq)
-    anchors = [
-        int(r[0])
-        for r in conn.execute(
-            "SELECT DISTINCT seq FROM checkpoints WHERE seq <= ? ORDER BY seq", (acked,)
-        )
-    ]
     for _round in range(_MAX_ROUNDS):
-        used = used_bytes(conn)
-        first, rows = conn.execute("SELECT min(seq), count(*) FROM records").fetchone()
-        if used <= target or not rows:
+        used = pages_bytes(conn)
+        first = conn.execute("SELECT min(seq) FROM records").fetchone()[0]
+        last = conn.execute("SELECT max(seq) FROM records").fetchone()[0]
+        if used <= target or first is None:
             return
-        candidates = [a for a in anchors if a > first]
-        if not candidates:
-            return
+        rows = last - first + 1  # seqs are gap-free but for declared losses: an estimate
         wanted = first + int((used - target) / (used / rows)) + 1
-        anchor = next((a for a in candidates if a >= wanted), candidates[-1])
+        anchor = (
+            conn.execute(
+                "SELECT min(seq) FROM checkpoints WHERE seq >= ? AND seq <= ?", (wanted, acked)
+            ).fetchone()[0]
+            or conn.execute(
+                "SELECT max(seq) FROM checkpoints WHERE seq > ? AND seq <= ?", (first, acked)
+            ).fetchone()[0]
+        )
+        if anchor is None:
+            return
         count = conn.execute("DELETE FROM records WHERE seq < ?", (anchor,)).rowcount
         for kind in SPLIT_KINDS:
             conn.execute(f"DELETE FROM body_{kind} WHERE seq < ?", (anchor,))
@@ -114,20 +125,23 @@ def _drop_kind(conn: sqlite3.Connection, kind: str, target: int, outcome: Outcom
     dropped = Dropped(kind)
     table = f"body_{kind}"
     for _round in range(_MAX_ROUNDS * 4):
-        used = used_bytes(conn)
+        used = pages_bytes(conn)
         if used <= target:
             break
-        avg = conn.execute(
-            f"SELECT avg(length(data)) FROM (SELECT data FROM {table} ORDER BY seq LIMIT 256)"
-        ).fetchone()[0]
-        if avg is None:
+        low = conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]
+        if low is None:
             break
+        avg = conn.execute(
+            f"SELECT avg(length(data)) FROM (SELECT data FROM {table} WHERE seq >= ? "
+            "ORDER BY seq LIMIT 256)",
+            (low,),
+        ).fetchone()[0]
         # the records row (seq, kind, two digests) stays: count only the body as freed
         limit = int((used - target) / max(16.0, float(avg))) + 32
         bound = conn.execute(
-            f"SELECT max(seq) FROM (SELECT seq FROM {table} ORDER BY seq LIMIT ?)", (limit,)
+            f"SELECT max(seq) FROM (SELECT seq FROM {table} WHERE seq >= ? ORDER BY seq LIMIT ?)",
+            (low, limit),
         ).fetchone()[0]
-        low = conn.execute(f"SELECT min(seq) FROM {table}").fetchone()[0]
         count = conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (bound,)).rowcount
         conn.execute(
             "UPDATE records SET data = NULL, session_id = NULL "

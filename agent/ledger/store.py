@@ -12,7 +12,14 @@ Tables:
 - ``checkpoints``: every signed checkpoint; ``keys``: every public key that signed one.
 - ``cursors(uplink, seq)``: last acknowledged ``seq`` per uplink; ``parked``: records an
   uplink gave up on for a permanent reason.
-- ``meta``: ``gateway_id``, ``format``.
+- ``losses(from_seq, to_seq, event_seq)``: seq ranges declared lost by the ``event`` at
+  ``event_seq`` (a recovery, or records a stop could not write), so later start-up checks
+  accept those gaps instead of taking them for new damage;
+- ``quarantine``: rows found damaged and set aside (a checkpoint whose signature fails, a
+  ``keys`` row that does not parse, a record that does not match its hash), with the reason
+  (both created when first needed, so an undamaged ledger keeps the pages it always had).
+- ``meta``: ``gateway_id``, ``format``, ``epoch`` (the chain epoch, see
+  :func:`agent.ledger.chain.record_id`).
 """
 
 from __future__ import annotations
@@ -68,6 +75,29 @@ CREATE TABLE IF NOT EXISTS parked (
 ) WITHOUT ROWID;
 """
 
+ON_DEMAND: Final = {
+    "losses": """CREATE TABLE IF NOT EXISTS losses (
+    from_seq INTEGER PRIMARY KEY,
+    to_seq INTEGER NOT NULL,
+    event_seq INTEGER NOT NULL
+)""",
+    "quarantine": """CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    what TEXT NOT NULL,
+    seq INTEGER,
+    reason TEXT NOT NULL,
+    content BLOB,
+    ts TEXT NOT NULL
+)""",
+}
+"""Tables created the first time something is written to them (a ledger without damage
+keeps exactly the pages it always had)."""
+
+
+def ensure_table(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(ON_DEMAND[name])
+
+
 SPLIT_KINDS: Final = ("meter_sample", "bms_process")
 """Kinds whose bodies live in ``body_<kind>`` (the kinds retention may drop, first to last)."""
 
@@ -82,32 +112,66 @@ DATA_EXPR: Final = (
 """The hashed bytes of record ``r`` wherever they live; NULL for a dropped record."""
 
 WAL_LIMIT_BYTES: Final = 4 * 1024 * 1024
-"""The WAL is truncated back to this size after each checkpoint of the WAL."""
+"""The writer checkpoints the WAL into the main file once it is larger than this (or than
+an eighth of the size cap, when that is smaller: the cap counts the WAL too)."""
 
 
-def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
-    """A connection in WAL mode with ``synchronous=FULL``; autocommit off for the writer."""
+def wal_limit(size_cap_bytes: int | None) -> int:
+    if size_cap_bytes is None:
+        return WAL_LIMIT_BYTES
+    return max(64 * 1024, min(WAL_LIMIT_BYTES, size_cap_bytes // 8))
+
+
+def connect(
+    path: Path, *, writer: bool, exclusive: bool = False, limit: int = WAL_LIMIT_BYTES
+) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=FULL``; autocommit off for the writer.
+
+    The writer checkpoints the WAL itself (:mod:`agent.ledger.writer`), so SQLite's automatic
+    checkpoints are off. ``exclusive`` keeps the WAL index in memory instead of the ``-shm``
+    file: the only way to open a ledger on a full disk (no other connection can then read).
+    """
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=64
     )
-    conn.execute("PRAGMA busy_timeout=30000")
-    if writer:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise UserError(f"ledger {path}: cannot switch SQLite to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-    else:
-        conn.execute("PRAGMA query_only=1")
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        if exclusive:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        if writer:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise UserError(f"ledger {path}: cannot switch SQLite to WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA journal_size_limit={limit}")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        else:
+            conn.execute("PRAGMA query_only=1")
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def is_space_error(exc: BaseException) -> bool:
+    """An SQLite error that means the disk is full (or cannot grow a file)."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name in ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP") or (
+        "full" in str(exc).lower()
+    )
 
 
 def create_schema(conn: sqlite3.Connection, gateway_id: str) -> None:
     conn.executescript(SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('gateway_id', ?)", (gateway_id,))
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-    conn.execute("COMMIT")
+    try:
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('gateway_id', ?)", (gateway_id,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', '0')")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -138,12 +202,26 @@ def size_on_disk(path: Path) -> int:
     return total
 
 
-def used_bytes(conn: sqlite3.Connection) -> int:
+def pages_bytes(conn: sqlite3.Connection) -> int:
     """Bytes of the database pages in use (free pages are reused, so they do not count)."""
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
     return int(page_size * (pages - free))
+
+
+def wal_bytes(conn: sqlite3.Connection) -> int:
+    """Size of the connection's WAL file (0 when there is none)."""
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    try:
+        return os.stat(f"{name}-wal").st_size if name else 0
+    except FileNotFoundError:
+        return 0
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """What the size cap counts: the pages in use plus the WAL."""
+    return pages_bytes(conn) + wal_bytes(conn)
 
 
 class WriterLock:

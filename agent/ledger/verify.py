@@ -15,8 +15,16 @@ by a trusted key), and names each problem with its ``seq``:
 ``checkpoint_mismatch`` a checkpoint signs a hash the record at its seq does not have
 ``undeclared_drop``   a dropped-record stub not covered by a ``retention_dropped`` event
 ``wrong_gateway``     a record id or checkpoint names another gateway
-``malformed``         a line that is not a record, stub or checkpoint
+``wrong_epoch``       a record id names another chain epoch than the records around it
+``damaged``           a record the export could not read, or whose content fails its hash
+``malformed``         a line that is not a record, stub, checkpoint or damage note
 ``unsigned_tail``     records after the last valid checkpoint (no signature vouches for them)
+
+Seqs a ``ledger_recovered`` or ``records_lost`` event declares lost are not problems: they are
+listed in :attr:`Report.declared`, with their kinds, as are rows the ledger quarantined
+(:attr:`Report.quarantined`). A record id names its chain epoch
+(:func:`agent.ledger.chain.record_id`); the epoch changes only at a ``ledger_recovered``
+event, whose ``prev`` must be the hash of the record before it.
 """
 
 from __future__ import annotations
@@ -30,10 +38,18 @@ from typing import Any, Final
 
 import msgspec
 
-from agent.ledger.chain import Checkpoint, checkpoint_signature_ok, recompute_hash, rotation_payload
+from agent.ledger.chain import (
+    Checkpoint,
+    checkpoint_signature_ok,
+    parse_record_id,
+    recompute_hash,
+    rotation_payload,
+)
 from agent.ledger.keys import PublicKey
 
 GENESIS_HEX: Final = "0" * 64
+LOSS_EVENTS: Final = ("ledger_recovered", "records_lost")
+DROP_EVENTS: Final = ("retention_dropped", "buffer_dropped", "records_lost")
 _RECENT: Final = 100_000
 _MAX_PROBLEMS: Final = 1000
 _DECODER = msgspec.json.Decoder()
@@ -61,6 +77,9 @@ class Report:
     last_seq: int | None = None
     signed_upto: int = 0
     keys_followed: list[str] = field(default_factory=list)
+    declared: list[str] = field(default_factory=list)
+    """Seq ranges declared lost by an event, with their kinds."""
+    quarantined: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     problems_truncated: bool = False
 
@@ -105,6 +124,10 @@ class Verifier:
         self._recent: dict[int, str] = {}
         self._recent_order: deque[int] = deque()
         self._declared: list[tuple[str, int, int]] = []
+        self._lost: list[tuple[int, int, int, str]] = []
+        """``(from_seq, to_seq, event seq, kinds)`` declared lost."""
+        self._damaged: set[int] = set()
+        self._epoch: int | None = None
         self._dropped: list[tuple[int, str, int]] = []
         self._line = 0
         self._continues = after is not None
@@ -121,7 +144,7 @@ class Verifier:
             return
         try:
             obj = _DECODER.decode(text)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             self._problem(None, "malformed", f"not JSON ({exc})")
             return
         if not isinstance(obj, dict):
@@ -130,6 +153,10 @@ class Verifier:
             self._checkpoint(obj["checkpoint"])
         elif set(obj) == {"stub"}:
             self._stub(obj["stub"])
+        elif set(obj) == {"damaged"}:
+            self._damage(obj["damaged"])
+        elif set(obj) == {"quarantined"}:
+            self._quarantined(obj["quarantined"])
         else:
             self._record(obj)
 
@@ -161,12 +188,9 @@ class Verifier:
             )
             return
         self._report.records += 1
-        record_id = obj.get("id")
-        gateway = record_id.rsplit(":", 1)[0] if isinstance(record_id, str) else None
-        if self._gateway is None and gateway:
-            self._gateway = gateway
-        if record_id != f"{self._gateway}:{seq}":
-            self._problem(seq, "wrong_gateway", f"id {record_id!r} is not {self._gateway}:{seq}")
+        body = obj.get("body") if isinstance(obj.get("body"), dict) else {}
+        event = body.get("event") if obj.get("kind") == "event" else None
+        self._check_id(seq, obj.get("id"), body if event == "ledger_recovered" else None)
         try:
             content_ok = recompute_hash(obj) == obj["hash"]
         except (TypeError, ValueError, msgspec.EncodeError):
@@ -177,20 +201,39 @@ class Verifier:
                 "edited",
                 "the record's content does not match its hash (body or envelope was edited)",
             )
-        body = obj.get("body") if isinstance(obj.get("body"), dict) else {}
-        event = body.get("event") if obj.get("kind") == "event" else None
-        gap = None
-        if event == "ledger_recovered" and isinstance(body.get("lost_from_seq"), int):
-            gap = (body["lost_from_seq"], body.get("lost_to_seq"))
-        self._place(seq, obj["prev"], obj["hash"], gap)
+        lost = _ranges(body.get("lost"), body) if content_ok and event in LOSS_EVENTS else []
+        self._place(seq, obj["prev"], obj["hash"], lost)
         if content_ok and event == "key_rotated":
             self._follow_rotation(seq, body)
-        if content_ok and event == "retention_dropped":
+        if content_ok and event in DROP_EVENTS:
             for item in body.get("dropped") or []:
-                if isinstance(item, dict):
-                    self._declared.append(
-                        (str(item.get("kind")), int(item["from_seq"]), int(item["to_seq"]))
-                    )
+                if isinstance(item, dict) and _ints(item, "from_seq", "to_seq"):
+                    self._declared.append((str(item.get("kind")), item["from_seq"], item["to_seq"]))
+        for low, high, kinds in lost:
+            self._lost.append((low, high, seq, kinds))
+
+    def _check_id(self, seq: int, record_id: object, recovered: dict[str, Any] | None) -> None:
+        parsed = parse_record_id(record_id)
+        if parsed is None or parsed[2] != seq:
+            self._problem(seq, "wrong_gateway", f"id {record_id!r} is not a record id for {seq}")
+            return
+        gateway, epoch, _seq = parsed
+        if self._gateway is None:
+            self._gateway = gateway
+        if gateway != self._gateway:
+            self._problem(seq, "wrong_gateway", f"id {record_id!r} names another gateway")
+        new_epoch = recovered.get("epoch") if recovered is not None else None
+        if isinstance(new_epoch, int) and new_epoch == epoch and (self._epoch or 0) < epoch:
+            self._epoch = epoch  # a recovery starts this epoch
+        elif self._epoch is None:
+            self._epoch = epoch
+        elif epoch != self._epoch:
+            self._problem(
+                seq,
+                "wrong_epoch",
+                f"id {record_id!r} is in epoch {epoch}, the chain is in epoch {self._epoch} "
+                "(an epoch changes only at a ledger_recovered event)",
+            )
 
     def _stub(self, stub: Any) -> None:
         if not (
@@ -209,7 +252,30 @@ class Verifier:
             self._report.stubs_omitted += 1
         self._place(seq, stub["prev"], stub["hash"], None)
 
-    def _place(self, seq: int, prev: str, digest: str, gap: tuple[int, Any] | None) -> None:
+    def _damage(self, note: Any) -> None:
+        """A row the export could not read (a range), or whose content fails its hash."""
+        if not isinstance(note, dict) or not _ints(note, "from_seq", "to_seq"):
+            self._problem(None, "malformed", "damage note without from_seq/to_seq")
+            return
+        low, high = note["from_seq"], note["to_seq"]
+        what = f"{note.get('kind')} record" if note.get("kind") else "record"
+        span = f"{what} {low}" if low == high else f"records {low}..{high}"
+        self._problem(low, "damaged", f"{span} in the ledger: {note.get('reason')}")
+        if high - low < 1_000_000:
+            self._damaged.update(range(low, high + 1))
+        if low == high and _is_hex64(note.get("prev")) and _is_hex64(note.get("hash")):
+            self._place(low, note["prev"], note["hash"], [])
+
+    def _quarantined(self, note: Any) -> None:
+        if not isinstance(note, dict):
+            self._problem(None, "malformed", "quarantine note is not an object")
+            return
+        where = f" at seq {note['seq']}" if isinstance(note.get("seq"), int) else ""
+        self._report.quarantined.append(
+            f"{note.get('what')}{where} set aside by the ledger: {note.get('reason')}"
+        )
+
+    def _place(self, seq: int, prev: str, digest: str, lost: list[tuple[int, int, str]]) -> None:
         if self._last is None:
             if seq == 1 and prev != GENESIS_HEX:
                 self._problem(seq, "broken_link", "the first record's prev is not 64 zeros")
@@ -227,9 +293,14 @@ class Verifier:
                 )
             self._advance(seq, digest)
         elif seq > expected:
-            if gap != (expected, seq - 1) or prev != last_hash:
-                self._missing.append([expected, seq - 1])
-            # else: a recovery event declaring the records lost with a damaged file
+            self._missing.append([expected, seq - 1])
+            if any(a <= expected and seq - 1 <= b for a, b, _k in lost) and prev != last_hash:
+                self._problem(
+                    seq,
+                    "broken_link",
+                    f"the event declaring records {expected}..{seq - 1} lost does not follow "
+                    f"record {last_seq} (its prev is not that record's hash)",
+                )
             self._advance(seq, digest)
         else:
             for rng in self._missing:
@@ -326,7 +397,10 @@ class Verifier:
 
     def finish(self) -> Report:
         report = self._report
-        for low, high in self._missing:
+        for low, high, event_seq, kinds in sorted(self._lost):
+            span = f"seq {low}" if low == high else f"seq {low}..{high}"
+            report.declared.append(f"{span} declared lost by the event at seq {event_seq}{kinds}")
+        for low, high in self._undeclared_missing():
             span = f"record {low} is" if low == high else f"records {low}..{high} are"
             self._problem(low, "missing", f"{span} missing from the chain")
         for seq, kind, line in self._dropped:
@@ -348,6 +422,49 @@ class Verifier:
                 f"records {low}..{report.last_seq} are not covered by a valid signed checkpoint",
             )
         return report
+
+    def _undeclared_missing(self) -> list[tuple[int, int]]:
+        """Missing ranges, less what loss events declare and what damage notes named."""
+        covers = sorted((a, b) for a, b, _e, _k in self._lost)
+        left: list[tuple[int, int]] = []
+        for low, high in self._missing:
+            pieces = [(low, high)]
+            for a, b in covers:
+                pieces = [p for x, y in pieces for p in _cut(x, y, a, b)]
+            left += pieces
+        return [
+            (a, b)
+            for a, b in left
+            if not (b - a < 1_000_000 and all(s in self._damaged for s in range(a, b + 1)))
+        ]
+
+
+def _cut(low: int, high: int, a: int, b: int) -> list[tuple[int, int]]:
+    """``low..high`` without ``a..b``."""
+    if b < low or a > high:
+        return [(low, high)]
+    return [r for r in ((low, a - 1), (b + 1, high)) if r[0] <= r[1]]
+
+
+def _ints(obj: dict[str, Any], *names: str) -> bool:
+    return all(isinstance(obj.get(n), int) and not isinstance(obj.get(n), bool) for n in names)
+
+
+def _ranges(items: Any, body: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """The seq ranges a loss event declares, each with its kinds as text."""
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and _ints(item, "from_seq", "to_seq"):
+            kinds = item.get("kinds") if isinstance(item.get("kinds"), dict) else {}
+            parts = [f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: str(kv[0]))]
+            if isinstance(item.get("unknown_kind"), int) and item["unknown_kind"]:
+                parts.append(f"unknown kind {item['unknown_kind']}")
+            found.append(
+                (item["from_seq"], item["to_seq"], f" ({', '.join(parts)})" if parts else "")
+            )
+    if not found and _ints(body, "lost_from_seq", "lost_to_seq"):
+        found.append((body["lost_from_seq"], body["lost_to_seq"], ""))
+    return found
 
 
 def verify_lines(
