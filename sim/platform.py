@@ -356,6 +356,9 @@ class PlatformSettings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     """Require client certificates signed by this CA (mutual TLS, as Shenzhen does)."""
+    echo_seq: bool = False
+    """Echo the request's ``TimeStamp`` and ``Seq`` inside every reply ``Data`` (signed and
+    encrypted with it), so a gateway with ``reply_echoes_seq`` can refuse replayed answers."""
 
 
 @dataclass(slots=True)
@@ -471,6 +474,8 @@ class PlatformReceiver:
         request: tuple[str, str, str, str, str],
     ) -> dict[str, Any]:
         interface, operator_id, stamp, seq, data = request
+        if reply is not None and self.settings.echo_seq:
+            reply = {**reply, "TimeStamp": stamp, "Seq": seq}
         plaintext = None if reply is None else encode_business(reply)
         envelope = seal_response(ret, msg, plaintext, self.settings.secrets)
         if fault is not None and fault.action == "lowercase_sig":

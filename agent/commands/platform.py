@@ -44,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
             token_lifetime_s=args.token_lifetime,
             accept_lowercase_sig=not args.strict_sig,
             port=args.port,
+            echo_seq=args.echo_seq,
         )
         server = PlatformServer(settings)
     except ValueError as exc:
@@ -108,4 +109,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--token-lifetime", type=float, default=7200.0, help="seconds (default 7200)"
     )
     serve.add_argument("--strict-sig", action="store_true", help="refuse lowercase Sig")
+    serve.add_argument(
+        "--echo-seq",
+        action="store_true",
+        help="echo TimeStamp/Seq in every reply Data (for gateways with reply_echoes_seq)",
+    )
     serve.set_defaults(func=_serve)

@@ -21,12 +21,13 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from agent.uplink.cec import safejson
 
 REQUEST_MEMBERS: Final = ("OperatorID", "Data", "TimeStamp", "Seq", "Sig")
 RESPONSE_MEMBERS: Final = ("Ret", "Msg", "Data", "Sig")
@@ -109,13 +110,15 @@ def _ascii_escape(text: str) -> str:
 
 
 def decode_business(plaintext: bytes) -> Any:
-    """Parse business JSON; numbers with a fraction become ``Decimal`` so digits survive."""
+    """Parse business JSON; numbers with a fraction become ``Decimal`` so digits survive.
+
+    Depth and number bombs are refused (:mod:`agent.uplink.cec.safejson`), never a crash.
+    """
     try:
-        return json.loads(plaintext.decode("utf-8"), parse_float=Decimal)
-    except UnicodeDecodeError as exc:
-        raise CecCodecError("utf8", f"decrypted Data is not UTF-8 text ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise CecCodecError("json", f"decrypted Data is not JSON ({exc})") from None
+        return safejson.loads(plaintext)
+    except safejson.JsonRefused as exc:
+        problem = "utf8" if str(exc).startswith("not UTF-8") else "json"
+        raise CecCodecError(problem, f"decrypted Data is {exc}") from None
 
 
 # --- AES and HMAC -------------------------------------------------------------------------
@@ -271,9 +274,9 @@ def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
 def parse_envelope(body: bytes) -> dict[str, Any]:
     """Parse an envelope's JSON text; anything but a JSON object is an ``envelope`` error."""
     try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CecCodecError("envelope", f"envelope is not JSON ({exc})") from None
+        obj = safejson.loads(body)
+    except safejson.JsonRefused as exc:
+        raise CecCodecError("envelope", f"envelope is {exc}") from None
     if not isinstance(obj, dict):
         raise CecCodecError("envelope", f"envelope is a JSON {type(obj).__name__}, not an object")
     return obj

@@ -37,6 +37,11 @@ class CecSection(Section, kw_only=True):
     platform_operator_id: OperatorId
     interfaces: list[CecInterface] = msgspec.field(default_factory=lambda: list(ALL_CEC_INTERFACES))
     request_timeout_s: Annotated[float, Meta(gt=0, le=120)] = 10.0
+    """Total deadline of one request: connect, send and the whole answer."""
+    max_response_bytes: Annotated[int, Meta(ge=4096, le=64 * 1024 * 1024)] = 1024 * 1024
+    """A longer answer is aborted while it streams in and retried."""
+    reply_echoes_seq: bool = False
+    """The platform echoes TimeStamp and Seq inside its reply Data: require and check them."""
     token_refresh_margin_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
     status_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
     retry_max_s: Annotated[float, Meta(ge=1, le=3600)] = 300.0

@@ -1,0 +1,71 @@
+"""What the T/CEC uplink runs with: :class:`CecSettings`, filled by the plug-in from
+``[uplinks.cec]``, whose defaults these are (one set of defaults:
+:func:`agent.config.section.default_of`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config.section import default_of
+from agent.uplink.cec.codec import CecSecrets
+from agent.uplink.cec.config import CecSection
+from agent.uplink.cec.mapping import ALL_INTERFACES
+from agent.uplink.cec.token import FAILURE_BACKOFF_S
+
+
+@dataclass(frozen=True, slots=True)
+class CecSettings:
+    """Everything the T/CEC uplink needs."""
+
+    base_url: str
+    """Platform base including its version path, e.g. ``https://host/shevcs/v1.0/``."""
+    operator_id: str
+    """Own OperatorID (9 characters)."""
+    platform_operator_id: str
+    operator_secret: str
+    data_secret: str
+    data_iv: str
+    sig_secret: str
+    station_id: str
+    station_name: str
+    equipment_owner_id: str = ""
+    """Defaults to ``operator_id``."""
+    interfaces: frozenset[str] = frozenset(default_of(CecSection, "interfaces"))
+    connect_timeout_s: float = 5.0
+    timeout_s: float = default_of(CecSection, "request_timeout_s")
+    """Total deadline of one HTTP exchange (connect, send, the whole answer)."""
+    max_response_bytes: int = default_of(CecSection, "max_response_bytes")
+    reply_echoes_seq: bool = default_of(CecSection, "reply_echoes_seq")
+    """The platform echoes ``TimeStamp`` and ``Seq`` inside its signed reply ``Data``: an
+    answer without them, or with another request's, is refused."""
+    batch_size: int = default_of(CecSection, "batch_size")
+    lanes_in_parallel: int = 4
+    poll_s: float = 1.0
+    charge_status_interval_s: float = default_of(CecSection, "status_interval_s")
+    retry_initial_s: float = 1.0
+    retry_cap_s: float = default_of(CecSection, "retry_max_s")
+    token_retry_s: tuple[float, ...] = FAILURE_BACKOFF_S
+    key_as_iv: bool = default_of(CecSection, "iv_equals_key")
+    """Shenzhen 2020 quirk: the DataSecret is also the IV."""
+    accept_lowercase_sig: bool = default_of(CecSection, "accept_lowercase_sig")
+    verify_response_sig: bool = True
+    integer_status_values: bool = True
+    send_record_id_header: bool = True
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    uplink_name: str = "cec"
+
+    def __post_init__(self) -> None:
+        if len(self.operator_id) != 9:
+            raise ValueError(f"operator_id must be 9 characters, got {self.operator_id!r}")
+        unknown = self.interfaces - ALL_INTERFACES
+        if unknown:
+            raise ValueError(
+                f"unknown interfaces {sorted(unknown)}; known: {sorted(ALL_INTERFACES)}"
+            )
+
+    def secrets(self) -> CecSecrets:
+        iv = self.data_secret if self.key_as_iv else self.data_iv
+        return CecSecrets(self.data_secret, iv, self.sig_secret)
