@@ -10,24 +10,19 @@ simulator driven from the same session) and the :class:`Expected` outcome a deco
 Stable API for the station model, ``evgw demo`` and tests: :class:`VehicleProfile`,
 :class:`ChargerProfile`, :class:`SimOptions`, :class:`Fault` / :class:`FaultKind`,
 :func:`generate`, :class:`SimSession` (``frames``, ``curve``, ``expected``, ``at(ts)``),
-:func:`play`, :func:`write_candump`.
+:func:`play`, :func:`write_candump` (in :mod:`sim.charging_output`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
-
-import can
 
 from drivers.gbt27930.enums import BatteryType
-from drivers.gbt27930.frames import BMS_ADDR, CHARGER_ADDR, Frame, make_id
-from drivers.gbt27930.messages import SPECS_BY_NAME
+from drivers.gbt27930.frames import Frame
+from sim.charging_frames import FrameBuilder, amps, bcd, brm_payload, interp, u16, volt, with_status
 
 _CELL_V = {
     BatteryType.LFP: (3.2, 3.65),
@@ -157,97 +152,6 @@ class SimSession:
 # --------------------------------------------------------------------------- encoders
 
 
-def _u16(v: float, scale: float, offset: float = 0.0) -> bytes:
-    raw = max(0, min(0xFFFE, round((v - offset) / scale)))
-    return raw.to_bytes(2, "little")
-
-
-def _volt(v: float) -> bytes:
-    return _u16(v, 0.1)
-
-
-def _amps(charging_a: float) -> bytes:
-    """A charging current (positive magnitude) in the wire encoding (negative, offset −400)."""
-    return _u16(-charging_a, 0.1, -400.0)
-
-
-def _bcd(v: int) -> int:
-    return ((v // 10) << 4) | (v % 10)
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.frames: list[Frame] = []
-
-    def msg(self, ts: float, name: str, data: bytes) -> None:
-        spec = SPECS_BY_NAME[name]
-        sa, da = (CHARGER_ADDR, BMS_ADDR) if spec.sender == "charger" else (BMS_ADDR, CHARGER_ADDR)
-        self.frames.append(Frame(round(ts, 6), make_id(spec.pf, sa, da, spec.priority), data))
-
-    def raw(self, ts: float, can_id: int, data: bytes) -> None:
-        self.frames.append(Frame(round(ts, 6), can_id, data))
-
-    def transfer(
-        self, ts: float, name: str, payload: bytes, *, abort: bool = False, lose_dt: bool = False
-    ) -> float:
-        """A BMS→charger RTS/CTS exchange; returns the time it ends."""
-        pgn = SPECS_BY_NAME[name].pgn.to_bytes(3, "little")
-        size, n = len(payload), (len(payload) + 6) // 7
-        cm_bms = make_id(0xEC, BMS_ADDR, CHARGER_ADDR, 7)
-        cm_chg = make_id(0xEC, CHARGER_ADDR, BMS_ADDR, 7)
-        dt_bms = make_id(0xEB, BMS_ADDR, CHARGER_ADDR, 7)
-        header = bytes([size & 0xFF, size >> 8, n])
-        self.raw(ts, cm_bms, b"\x10" + header + b"\xff" + pgn)
-        if abort:
-            self.raw(ts + 0.2, cm_bms, b"\xff\xff\xff\xff\xff" + pgn)
-            return ts + 0.2
-        self.raw(ts + 0.001, cm_chg, bytes([0x11, n, 1, 0xFF, 0xFF]) + pgn)
-        t = ts + 0.009
-        for i in range(n):
-            chunk = payload[7 * i : 7 * i + 7]
-            if not (lose_dt and i == 1):
-                self.raw(t, dt_bms, bytes([i + 1]) + chunk + b"\xff" * (7 - len(chunk)))
-            t += 0.01
-        if lose_dt:
-            return t
-        self.raw(t - 0.009, cm_chg, b"\x13" + header + b"\xff" + pgn)
-        return t
-
-
-def _brm(v: VehicleProfile) -> bytes:
-    version = b"\x01\x01\x00" if v.protocol == "1.1" else b"\x00\x01\x00"
-    body = (
-        version
-        + bytes([int(v.battery_type) & 0xFF])
-        + _u16(v.capacity_ah, 0.1)
-        + _volt(v.rated_voltage_v)
-        + b"SIM\x00"
-        + (7).to_bytes(4, "little")
-        + bytes([2023 - 1985, 6, 15])
-        + v.charge_count.to_bytes(3, "little")
-        + b"\x01\xff"
-        + v.vin.encode("ascii")[:17].ljust(17, b"\xff")
-    )
-    if v.protocol == "1.1":
-        body += bytes([1, 1, 4]) + (2024).to_bytes(2, "little") + b"\xff\xff\xff"
-    return body
-
-
-def _interp(curve: tuple[tuple[float, float], ...], soc: float) -> float:
-    xs = [p[0] for p in curve]
-    i = bisect.bisect_right(xs, soc)
-    if i <= 0:
-        return curve[0][1]
-    if i >= len(curve):
-        return curve[-1][1]
-    (x0, y0), (x1, y1) = curve[i - 1], curve[i]
-    return y0 + (y1 - y0) * (soc - x0) / (x1 - x0) if x1 > x0 else y1
-
-
-def _status(byte: int, shift: int, code: int) -> int:
-    return (byte & ~(3 << shift)) | (code << shift)
-
-
 def generate(
     vehicle: VehicleProfile | None = None,
     charger: ChargerProfile | None = None,
@@ -260,7 +164,7 @@ def generate(
     o = options or SimOptions()
     faults = tuple(faults)
     fault = faults[0] if faults else None
-    b = _Builder()
+    b = FrameBuilder()
     v10 = v.protocol == "1.0"
     t = o.start_ts
     nominal_cell, max_cell = _CELL_V.get(v.battery_type, (3.6, 4.1))
@@ -271,7 +175,7 @@ def generate(
         end = t + o.handshake_s
         while t < end:
             b.msg(t, "CHM", b"\x01\x01\x00")
-            b.msg(t + 0.015, "BHM", _volt(v.rated_voltage_v * max_cell / nominal_cell))
+            b.msg(t + 0.015, "BHM", volt(v.rated_voltage_v * max_cell / nominal_cell))
             t += 0.25
     # recognition
     if v10:
@@ -281,27 +185,27 @@ def generate(
             3, b"\xff"
         )
     b.msg(t, "CRM", b"\x00" + crm_tail)
-    t = b.transfer(t + 0.025, "BRM", _brm(v)) + 0.002
+    t = b.transfer(t + 0.025, "BRM", brm_payload(v)) + 0.002
     b.msg(t, "CRM", b"\xaa" + crm_tail)
     # configuration
     soc = v.soc_start_pct
     battery_v = v.rated_voltage_v * (0.92 + 0.16 * soc / 100)
     bcp = (
-        _u16(max_cell, 0.01)
-        + _amps(v.max_current_a)
-        + _volt(v.capacity_ah * v.rated_voltage_v / 1000)
-        + _volt(cells * max_cell)
+        u16(max_cell, 0.01)
+        + amps(v.max_current_a)
+        + volt(v.capacity_ah * v.rated_voltage_v / 1000)
+        + volt(cells * max_cell)
         + bytes([65 + 50])
-        + _u16(soc, 0.1)
-        + _volt(battery_v)
+        + u16(soc, 0.1)
+        + volt(battery_v)
     )
     t = b.transfer(t + 0.008, "BCP", bcp) + 0.005
     clock = dt.datetime.fromtimestamp(t, dt.UTC)
     fields = (clock.second, clock.minute, clock.hour, clock.day, clock.month)
-    cts = bytes([*map(_bcd, fields), _bcd(clock.year % 100), _bcd(clock.year // 100)])
-    cml = _volt(c.max_voltage_v) + _volt(c.min_voltage_v) + _amps(c.max_current_a)
+    cts = bytes([*map(bcd, fields), bcd(clock.year % 100), bcd(clock.year // 100)])
+    cml = volt(c.max_voltage_v) + volt(c.min_voltage_v) + amps(c.max_current_a)
     if not v10:
-        cml += _amps(0.0)
+        cml += amps(0.0)
     for k in range(6):
         if k % 2 == 0:
             b.msg(t + k * 0.25, "CTS", cts)
@@ -346,11 +250,11 @@ def generate(
             elif kind is FaultKind.CEM_TIMEOUT:
                 bms_quiet, quiet_since = True, now
             elif kind is FaultKind.INSULATION:
-                bsm_b7 = _status(bsm_b7, 0, 1)
+                bsm_b7 = with_status(bsm_b7, 0, 1)
                 stop_reason = "insulation"
                 break
             elif kind is FaultKind.OVER_TEMPERATURE:
-                bsm_b6 = _status(bsm_b6, 6, 1)
+                bsm_b6 = with_status(bsm_b6, 6, 1)
                 temp = 62
                 stop_reason = "over_temperature"
                 break
@@ -373,7 +277,7 @@ def generate(
         if soc >= v.soc_target_pct or now >= end_of_charge:
             stop_reason = "soc"
             break
-        target = min(v.max_current_a * _interp(v.current_curve, soc), c.max_current_a)
+        target = min(v.max_current_a * interp(v.current_curve, soc), c.max_current_a)
         current = min(target, current + 25.0) if current < target else target
         battery_v = v.rated_voltage_v * (0.92 + 0.16 * soc / 100)
         out_v = battery_v + current * 0.05
@@ -384,17 +288,17 @@ def generate(
         minutes = int((now - charge_start) * o.soc_speedup // 60)
         if not bms_quiet:
             demand_v = cells * max_cell
-            b.msg(now, "BCL", _volt(demand_v) + _amps(target) + b"\x02")
+            b.msg(now, "BCL", volt(demand_v) + amps(target) + b"\x02")
         if not charger_quiet:
-            b.msg(now + 0.02, "CCS", _volt(out_v) + _amps(current) + _u16(minutes, 1) + ccs_tail)
+            b.msg(now + 0.02, "CCS", volt(out_v) + amps(current) + u16(minutes, 1) + ccs_tail)
         if not bms_quiet and now >= next_bcs:
             next_bcs += 0.25
             cell_v = battery_v / cells + current * 0.0004
             word = (round(cell_v * 100) & 0x0FFF) | (((i // 5) % 16) << 12)
             remaining = max(0, min(600, int((v.soc_target_pct - soc) * 2)))
             bcs = (
-                _volt(battery_v + current * 0.045)
-                + _amps(current * 0.99)
+                volt(battery_v + current * 0.045)
+                + amps(current * 0.99)
                 + word.to_bytes(2, "little")
                 + bytes([min(100, int(soc))])
                 + remaining.to_bytes(2, "little")
@@ -475,13 +379,13 @@ def generate(
         end_soc = min(100, int(soc))
         bsd = (
             bytes([end_soc])
-            + _u16(battery_v / cells - 0.01, 0.01)
-            + _u16(battery_v / cells + 0.01, 0.01)
+            + u16(battery_v / cells - 0.01, 0.01)
+            + u16(battery_v / cells + 0.01, 0.01)
             + bytes([v.temp_c + 48, temp + 50])
         )
         csd = (
             minutes.to_bytes(2, "little")
-            + _u16(energy_kwh, 0.1)
+            + u16(energy_kwh, 0.1)
             + c.charger_number.to_bytes(4, "little")
         )
         for k in range(5):
@@ -530,39 +434,3 @@ def generate(
         faults=faults,
         _curve_ts=tuple(p.ts for p in curve_t),
     )
-
-
-def write_candump(
-    session: SimSession | list[Frame], path: str | Path, channel: str = "can0"
-) -> Path:
-    """Write the frames as a candump ``-l`` log (``(ts) can0 ID#DATA``)."""
-    frames = session.frames if isinstance(session, SimSession) else session
-    p = Path(path)
-    with p.open("w", encoding="ascii") as fh:
-        for f in frames:
-            fh.write(f"({f.ts:.6f}) {channel} {f.can_id:08X}#{f.data.hex().upper()}\n")
-    return p
-
-
-def to_can_message(f: Frame) -> can.Message:
-    return can.Message(
-        timestamp=f.ts, arbitration_id=f.can_id, data=f.data, is_extended_id=f.is_extended
-    )
-
-
-async def play(session: SimSession | list[Frame], bus: can.BusABC, *, speed: float = 1.0) -> int:
-    """Send the frames onto ``bus`` keeping their spacing divided by ``speed`` (``speed <= 0``
-    sends as fast as possible). Returns the number of frames sent."""
-    frames = session.frames if isinstance(session, SimSession) else session
-    if not frames:
-        return 0
-    t0, start = frames[0].ts, time.monotonic()
-    for n, f in enumerate(frames, 1):
-        if speed > 0:
-            delay = (f.ts - t0) / speed - (time.monotonic() - start)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        elif n % 200 == 0:
-            await asyncio.sleep(0)
-        bus.send(to_can_message(f))
-    return len(frames)

@@ -42,8 +42,8 @@ from sim.charging import (
     SimSession,
     VehicleProfile,
     generate,
-    play,
 )
+from sim.charging_output import play
 from sim.meter import MeterSimServer, SimMeter
 from sim.platform import PlatformServer, PlatformSettings
 

@@ -23,7 +23,8 @@ from drivers.gbt27930.events import (
 )
 from drivers.gbt27930.pipeline import Decoded
 from drivers.gbt27930.report import session_record
-from sim.charging import SimOptions, generate, play
+from sim.charging import SimOptions, generate
+from sim.charging_output import play
 from sim.slcan import SlcanAdapter
 from tests.conftest import open_pty_pair
 

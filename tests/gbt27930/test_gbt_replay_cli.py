@@ -12,7 +12,8 @@ from agent.cli import main
 from drivers.gbt27930.events import ChargingSample
 from drivers.gbt27930.replay import read_frames, replay_file
 from drivers.gbt27930.report import session_record
-from sim.charging import SimOptions, generate, write_candump
+from sim.charging import SimOptions, generate
+from sim.charging_output import write_candump
 from tests.gbt27930.gbt_helpers import constant_timestamp_copy
 
 

@@ -11,14 +11,7 @@ from drivers.gbt27930.events import CommunicationLost, ErrorReported, SessionClo
 from drivers.gbt27930.frames import FrameKind, classify
 from drivers.gbt27930.replay import run_frames
 from drivers.gbt27930.report import session_record
-from sim.charging import (
-    ChargerProfile,
-    Fault,
-    FaultKind,
-    SimOptions,
-    VehicleProfile,
-    generate,
-)
+from sim.charging import ChargerProfile, Fault, FaultKind, SimOptions, VehicleProfile, generate
 
 PROFILES = {
     "lfp_v11": VehicleProfile(),
