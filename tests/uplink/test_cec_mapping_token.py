@@ -18,7 +18,7 @@ from agent.uplink.cec.mapping import (
     start_charge_seq,
 )
 from agent.uplink.cec.token import TokenManager, TokenUnavailable
-from sim.platform import SCHEMAS, validate
+from sim.platform_schemas import SCHEMAS, validate
 from tests.uplink.conftest import (
     OPERATOR_ID,
     FakeClock,
