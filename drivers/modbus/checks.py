@@ -5,8 +5,9 @@ and turns decoded values into a :class:`MeterReading` plus events:
 
 - NaN/inf and physically impossible values are rejected with a reason
   (``value_rejected`` anomaly when a quantity starts being rejected, not on every poll);
-- an energy register that decreases gives an ``energy_decreased`` anomaly (reset, replaced
-  or tampered) and becomes the new baseline;
+- an energy register that decreases becomes the new baseline, without an event: noticing a
+  register going back is the station's rule for every meter protocol
+  (``agent/station/registers.py``);
 - an energy increase larger than the rated power allows in the elapsed time (+10 % and one
   register step of slack) is accepted but flagged (``energy_jump``);
 - alarm flags raise/clear :class:`MeterAlarm` events on change.
@@ -79,7 +80,8 @@ class ReadingChecker:
     def _energy_events(
         self, values: dict[str, float], ts: float
     ) -> tuple[list[MeterEvent], list[str]]:
-        """Energy registers against their last value: decreases and impossible jumps."""
+        """Energy registers against their last value: impossible jumps (a decrease only moves
+        the baseline)."""
         events: list[MeterEvent] = []
         notes: list[str] = []
         for name in ENERGY_NAMES:
@@ -91,21 +93,7 @@ class ReadingChecker:
             if last is None:
                 continue
             prev, prev_ts = last
-            if value < prev:
-                events.append(
-                    MeterAnomaly(
-                        self.meter_id,
-                        ts,
-                        "energy_decreased",
-                        name,
-                        f"{name} went back from {prev:g} to {value:g} "
-                        "(meter reset, replaced or tampered with)",
-                        prev,
-                        value,
-                    )
-                )
-                notes.append(f"{name} decreased")
-            elif self.rated_power_w and ts > prev_ts:
+            if value >= prev and self.rated_power_w and ts > prev_ts:
                 allowed = (
                     self.rated_power_w * (ts - prev_ts) / 3600.0 / 1000.0 * JUMP_MARGIN
                     + JUMP_SLACK_KWH

@@ -67,9 +67,9 @@ class MeterOnline:
 
 @dataclass(frozen=True, slots=True)
 class MeterAnomaly:
-    """Something in a reading that needs a human: ``reason`` is one of
-    ``energy_decreased`` (reset, replaced or tampered), ``energy_jump`` (more energy than
-    the rated power allows in the elapsed time) or ``value_rejected``."""
+    """Something in a reading that needs a human: ``reason`` is ``energy_jump`` (more energy
+    than the rated power allows in the elapsed time) or ``value_rejected``. A register going
+    back is not the driver's to say: the station notices it in the readings."""
 
     kind: ClassVar[str] = "meter_anomaly"
     meter_id: str
