@@ -9,6 +9,7 @@ data of a DC session is the tracker's (``Session.gbt``, the latest ``SessionFact
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -121,8 +122,8 @@ class ConnectorModel:
             connector_id=self.connector_id,
         )
 
-    def alarm_records(self, edges: list[AlarmEdge | None]) -> list[Record]:
-        out = []
+    def alarm_records(self, edges: Sequence[AlarmEdge | None]) -> list[Record]:
+        out: list[Record] = []
         bms = self._bms_snapshot() if self.is_dc else None
         for e in edges:
             if e is None:
