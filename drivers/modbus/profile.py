@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from drivers.modbus.profile_check import Problem, ProfileError, read_toml
 from drivers.modbus.profile_model import Profile
@@ -37,6 +37,18 @@ P = TypeVar("P", bound=_Named)
 def builtin_profiles_dir() -> Path:
     """The shipped Modbus profiles: ``profiles/`` beside this module (package data)."""
     return Path(__file__).resolve().parent / "profiles"
+
+
+Parser = Callable[[Mapping[str, Any], str, str], P]
+"""(TOML data, profile name, file) → profile, raising :class:`ProfileError`."""
+
+OTHER_PROTOCOLS: Final = ("dlt645",)
+"""Top-level tables that mark a profile file of another meter protocol (skipped here)."""
+
+
+def is_modbus_profile(data: Mapping[str, Any]) -> bool:
+    """A profile folder may hold profiles of every protocol; each says which by its table."""
+    return not any(key in data for key in OTHER_PROTOCOLS)
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
@@ -80,8 +92,11 @@ class ProfileSet(Mapping[str, P]):
         return self._origins.get(name) or ProfileOrigin(self[name].path)
 
 
-def read_profile_folder(root: Path, load: Callable[[Path], P]) -> dict[str, P]:
-    """Every ``*.toml`` in ``root`` loaded with ``load``; all problems raised together."""
+def read_profile_folder(
+    root: Path, parse: Parser[P], accepts: Callable[[Mapping[str, Any]], bool]
+) -> dict[str, P]:
+    """Every ``*.toml`` in ``root`` that ``accepts`` its data, parsed with ``parse``; all
+    problems raised together."""
     if not root.is_dir():
         raise ProfileError(
             [
@@ -96,7 +111,10 @@ def read_profile_folder(root: Path, load: Callable[[Path], P]) -> dict[str, P]:
         if not entry.name.endswith(".toml"):
             continue
         try:
-            prof = load(entry)
+            data = read_toml(entry)
+            if not accepts(data):
+                continue
+            prof = parse(data, entry.stem, str(entry))
         except ProfileError as exc:
             problems.extend(exc.problems)
             continue
@@ -115,13 +133,14 @@ def load_profiles(source: str | os.PathLike[str] | None = None) -> ProfileSet[Pr
     if root.is_file():
         prof = load_profile(root)
         return ProfileSet({prof.name: prof})
-    return ProfileSet(read_profile_folder(root, load_profile))
+    return ProfileSet(read_profile_folder(root, parse_profile, is_modbus_profile))
 
 
 def layer_profiles(
     shipped: Mapping[str, P],
     folders: Sequence[str | os.PathLike[str]],
-    load: Callable[[Path], P],
+    parse: Parser[P],
+    accepts: Callable[[Mapping[str, Any]], bool],
     *,
     skip_missing: bool = True,
 ) -> ProfileSet[P]:
@@ -138,7 +157,7 @@ def layer_profiles(
         if skip_missing and not root.exists():
             continue
         try:
-            found = read_profile_folder(root, load)
+            found = read_profile_folder(root, parse, accepts)
         except ProfileError as exc:
             problems.extend(exc.problems)
             continue
@@ -155,5 +174,7 @@ def load_profile_dirs(
     folders: Sequence[str | os.PathLike[str]], *, skip_missing: bool = True
 ) -> ProfileSet[Profile]:
     """The shipped Modbus profiles overlaid with the technician's folders, in order."""
-    shipped = read_profile_folder(builtin_profiles_dir(), load_profile)
-    return layer_profiles(shipped, folders, load_profile, skip_missing=skip_missing)
+    shipped = read_profile_folder(builtin_profiles_dir(), parse_profile, is_modbus_profile)
+    return layer_profiles(
+        shipped, folders, parse_profile, is_modbus_profile, skip_missing=skip_missing
+    )

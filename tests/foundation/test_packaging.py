@@ -58,9 +58,10 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "sim/__init__.py",
     ):
         assert expected in names, expected
-    profiles = sorted((REPO / "drivers" / "modbus" / "profiles").glob("*.toml"))
-    assert profiles
-    for profile in profiles:
-        assert f"drivers/modbus/profiles/{profile.name}" in names, profile.name
+    for driver in ("modbus", "dlt645"):
+        profiles = sorted((REPO / "drivers" / driver / "profiles").glob("*.toml"))
+        assert profiles, driver
+        for profile in profiles:
+            assert f"drivers/{driver}/profiles/{profile.name}" in names, profile.name
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "evgw = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
