@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("EVGW_SHARED_DIR") or REPO.parent / "shared")
+"""The shared folder (specs, real captures); ``EVGW_SHARED_DIR`` points elsewhere."""
 CAPTURE = SHARED / "gbt-logs" / "session-v11-lfp.log"
 
 
@@ -25,6 +26,19 @@ def capture_path() -> Path:
     if not CAPTURE.is_file():
         pytest.skip(f"real capture not available at {CAPTURE}")
     return CAPTURE
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line naming the shared folder when tests were skipped because it is absent."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if str(SHARED) in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{SHARED} is absent: {len(skipped)} tests that read it were skipped"
+        )
 
 
 def free_port() -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agent.config.errors import ConfigError
+from agent.config.files import referenced_file_problems
+from agent.config.labels import labelled
 from agent.config.load import config_warnings, default_config_path, load_config
 from agent.config.resources import read_resource
 from agent.config.secrets import load_secrets
@@ -31,8 +34,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check",
         help="validate a config file (exit 0 when valid, 2 with the list of problems)",
         description=(
-            "Validate a config file: every key, range and cross-reference, all problems at once. "
-            "With --secrets, also read the secrets file and check its permissions."
+            "Validate a config file: every key, range and cross-reference, all problems at once "
+            "(array entries named by their id), and warn about each file it names (CA, "
+            "certificates, command key) that is missing or unreadable here. With --secrets, "
+            "also read the secrets file and check its permissions."
         ),
     )
     check.add_argument(
@@ -50,15 +55,20 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    path = args.file or default_config_path()
+    path = Path(args.file or default_config_path())
     try:
         config = load_config(path)
-        if args.secrets:
-            load_secrets(config)
     except ConfigError as exc:
-        print(f"evgw: {exc}", file=sys.stderr)
+        print(f"evgw: {ConfigError(exc.source, labelled(exc, path))}", file=sys.stderr)
         return 2
-    for warning in config_warnings(config):
+    if args.secrets:
+        try:
+            load_secrets(config)
+        except ConfigError as exc:
+            print(f"evgw: {exc}", file=sys.stderr)
+            return 2
+    # files are warnings: a config may be checked away from the gateway it is written for
+    for warning in config_warnings(config) + referenced_file_problems(config):
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{path}: OK — gateway {config.gateway.gateway_id}, station {config.station.station_id}, "

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from agent.commission.results import CheckResult, fail, ok, warn
+from agent.commission.results import CheckResult, fail, ok, skip, warn
 from agent.config.errors import ConfigError
+from agent.config.files import FILE_KEYS, file_problem
 from agent.config.schema import Config, MeterSection
 from agent.config.secrets import Secrets
 from agent.service.devices import build_pollers, bus_spec, meter_profiles
@@ -28,6 +30,11 @@ from drivers.modbus.link import quiet_library_logging
 METER_HINT = (
     "check the wiring (A/B swapped?), the meter's unit id, baud and parity "
     "(evgw meter scan finds them), and the 120 Ω termination"
+)
+TCP_METER_HINT = (
+    "the connection opened but the unit did not answer: check the unit id, that the device at "
+    "{where} speaks Modbus TCP (not RTU over TCP), and the meter behind a gateway "
+    "(evgw meter read --tcp {where} --profile {profile} --unit {unit})"
 )
 
 
@@ -46,6 +53,9 @@ def _meter_hint(meter: MeterSection, error: str) -> str:
         )
     if "exception" in text:
         return "the meter refused the read: is the profile right for this model? (evgw meter scan)"
+    if meter.transport != "rtu":
+        where = f"{meter.host}:{meter.tcp_port}"
+        return TCP_METER_HINT.format(where=where, profile=meter.profile, unit=meter.unit_id)
     return METER_HINT
 
 
@@ -173,16 +183,46 @@ async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
     return results
 
 
-async def device_checks(
-    config: Config, secrets: Secrets | None, listen_s: float
-) -> list[CheckResult]:
-    results = await check_meters(config)
-    results += await check_can(config, listen_s)
-    if secrets is None:
-        return results
+def missing_files(plugin_name: str, title: str, section: Any) -> list[CheckResult]:
+    """A FAIL line for each file the uplink's section names that cannot be read here."""
+    results = []
+    for key in FILE_KEYS:
+        value = getattr(section, key, None)
+        problem = file_problem(Path(value)) if value else None
+        if problem:
+            results.append(
+                fail(
+                    title,
+                    f"uplinks.{plugin_name}.{key}: {problem}",
+                    f"copy the file the platform operator issued to {value} (readable by the "
+                    f"evgw user), or correct uplinks.{plugin_name}.{key} in evgw.toml",
+                )
+            )
+    return results
+
+
+async def uplink_checks(config: Config, secrets: Secrets | None) -> list[CheckResult]:
+    """Each enabled uplink's own check, or a SKIP line saying why it cannot run."""
+    results: list[CheckResult] = []
     for plugin, section in enabled_uplinks(config):
+        missing = missing_files(plugin.name, plugin.title, section)
+        if missing:
+            results += missing
+            results.append(skip(plugin.title, "not tried: a file it needs is missing (above)"))
+            continue
+        if secrets is None:
+            results.append(skip(plugin.title, "not tried: the secrets could not be loaded"))
+            continue
         try:
             results += await plugin.check(config, section, secrets.uplink(plugin.name))
         except ConfigError as exc:
             results.append(fail(plugin.title, "; ".join(exc.problems), "fix the file named"))
     return results
+
+
+async def device_checks(
+    config: Config, secrets: Secrets | None, listen_s: float
+) -> list[CheckResult]:
+    results = await check_meters(config)
+    results += await check_can(config, listen_s)
+    return results + await uplink_checks(config, secrets)

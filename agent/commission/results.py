@@ -1,4 +1,4 @@
-"""One line of ``evgw check``: a name, OK / WARN / FAIL, what was found and a hint.
+"""One line of ``evgw check``: a name, OK / WARN / FAIL / SKIP, what was found and a hint.
 
 Every check (local, device, uplink plug-in) returns these; :func:`guarded` turns an
 unexpected exception into a FAIL line instead of a traceback.
@@ -15,6 +15,8 @@ class Level(StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
+    SKIP = "SKIP"
+    """The check could not run; ``detail`` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,10 @@ def fail(name: str, detail: str, hint: str) -> CheckResult:
     return CheckResult(name, Level.FAIL, detail, hint)
 
 
+def skip(name: str, reason: str) -> CheckResult:
+    return CheckResult(name, Level.SKIP, reason)
+
+
 def guarded(name: str, check: Callable[[], Iterable[CheckResult]]) -> list[CheckResult]:
     """Run one check; an unexpected exception becomes a FAIL line instead of a traceback."""
     try:
@@ -56,6 +62,6 @@ def render(results: list[CheckResult]) -> str:
     lines = []
     for r in results:
         lines.append(f"{r.level.value:<4}  {r.name:<{width}}  {r.detail}")
-        if r.hint and r.level is not Level.OK:
+        if r.hint and r.level in (Level.WARN, Level.FAIL):
             lines.append(f"{'':<4}  {'':<{width}}  → {r.hint}")
     return "\n".join(lines)

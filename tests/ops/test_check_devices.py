@@ -156,7 +156,9 @@ async def test_check_against_devices_and_platforms(tmp_path: Path, broker: Broke
         assert line.startswith("OK") and "1234.50 kWh" in line
         line, hint = line_of(out, "meter silent")
         assert line.startswith("FAIL")
-        assert "A/B swapped" in hint and "evgw meter scan" in hint
+        # a TCP meter gets TCP hints, never RS-485 wiring ones
+        assert "A/B" not in hint and "Modbus TCP" in hint
+        assert f"evgw meter read --tcp 127.0.0.1:{modbus_port}" in hint
         line, hint = line_of(out, "meter unplugged")
         assert line.startswith("FAIL") and f"serial port {tmp_path}/ttyUSB9 does not exist" in line
         assert "is the RS-485 adapter plugged in" in hint

@@ -75,9 +75,14 @@ def test_broken_config_lists_each_problem(tmp_path: Path) -> None:
         .replace('name = "Station"', 'nme = "Station"')
     )
     results = run_checks(config)
-    assert all(r.level is Level.FAIL and r.name == "config" for r in results)
+    failed = [r for r in results if r.level is Level.FAIL]
+    assert failed and all(r.name == "config" for r in failed)
+    skipped = {r.name: r.detail for r in results if r.level is Level.SKIP}
+    assert skipped == dict.fromkeys(
+        ("local files", "devices", "uplinks"), "not tried: the config is not valid"
+    )
     details = " | ".join(r.detail for r in results)
-    assert "meters[1].unit_id: expected `int` >= 1, found 0" in details
+    assert 'meters[1].unit_id: expected `int` >= 1, found 0 (meter "m2")' in details
     assert "station.nme: unknown key (did you mean `name`?)" in details
 
 
@@ -94,3 +99,50 @@ def test_check_command_exit_status(tmp_path: Path) -> None:
     assert "FAIL  gateway key" in result.stdout
     assert "→ chown evgw:evgw" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_local_only_names_what_it_skipped(tmp_path: Path) -> None:
+    results = run_checks(write_setup(tmp_path))
+    skipped = {r.name: r.detail for r in results if r.level is Level.SKIP}
+    assert skipped and all(reason == "not tried: --local-only" for reason in skipped.values())
+    assert "meter m1" in skipped and "T/CEC platform" in skipped
+
+
+def test_unreadable_secrets_skip_the_uplinks_with_the_reason(tmp_path: Path) -> None:
+    config = write_setup(tmp_path, secrets_mode=0o644)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "--config", str(config), "--listen-s", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CREDENTIALS_DIRECTORY": ""},
+    )
+    assert result.returncode == 1
+    assert "FAIL  secrets" in result.stdout
+    assert "not tried: the secrets could not be loaded" in result.stdout, result.stdout
+    assert "skipped" in result.stdout.splitlines()[-1] and "Traceback" not in result.stderr
+
+
+def test_missing_tls_file_is_named_and_the_uplink_skipped(tmp_path: Path) -> None:
+    config = write_setup(tmp_path)
+    ca = tmp_path / "absent-ca.pem"
+    text = config.read_text().replace(
+        "[[can_buses]]",
+        f'[uplinks.mqtt]\nbrokers = ["127.0.0.1:1"]\nca_file = "{ca}"\n\n[[can_buses]]',
+        1,
+    )
+    config.write_text(text)
+    results = run_checks(config, devices=True, listen_s=0)
+    mqtt = [r for r in results if r.name == "MQTT"]
+    assert [r.level for r in mqtt] == [Level.FAIL, Level.SKIP], mqtt
+    assert f"uplinks.mqtt.ca_file: {ca} does not exist" in mqtt[0].detail
+    assert str(ca) in mqtt[0].hint
+    cli = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        cli.returncode == 0 and f"warning: uplinks.mqtt.ca_file: {ca} does not exist" in cli.stderr
+    )
