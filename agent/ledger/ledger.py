@@ -372,8 +372,10 @@ class Ledger:
         """Make ``uplink`` known, so retention waits for its acknowledgements."""
         if uplink in self._cursors:
             return
-        await self._run_op(
-            lambda conn: conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (uplink,))
+        # written with the next commit, not awaited: on a full disk reads must still work
+        self._writer.run_op(
+            lambda conn: conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (uplink,)),
+            None,
         )
         self._cursors.setdefault(uplink, 0)
 
