@@ -15,19 +15,20 @@ import sys
 from collections import Counter
 from typing import Any
 
+from agent.commands.can_table import (
+    digest_header,
+    digest_rows,
+    message_line,
+    write_counts,
+    write_rows,
+    write_table,
+)
 from agent.errors import UserError
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
 from drivers.gbt27930.events import BmsEvent, ChargingSample, SessionClosed
 from drivers.gbt27930.pipeline import Decoded
 from drivers.gbt27930.replay import ReplayError, read_frames, run_frames, supported_suffixes
-from drivers.gbt27930.report import (
-    direction,
-    message_record,
-    pipeline_record,
-    session_record,
-    to_fields,
-)
-from drivers.gbt27930.report import write_digest as _digest
+from drivers.gbt27930.report import message_record, pipeline_record, session_record
 
 FORMATS = ("jsonl", "table", "summary")
 
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "Decode a CAN log (formats by extension: "
             + ", ".join(supported_suffixes())
             + "; .gz accepted). jsonl: one JSON object per decoded message (ts, name, pgn, "
-            "src, dst, fields). table: readable lines plus a session digest. summary: one "
+            "src, dst, fields). table: readable lines (repeated cyclic messages collapsed into one "
+            "line with their count and value ranges) and a session digest. summary: one "
             "JSON object with every session, frame counts and anomalies."
         ),
     )
@@ -79,19 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sn.set_defaults(func=cmd_sniff)
 
 
-def _brief(fields: dict[str, Any]) -> str:
-    parts = []
-    for k, v in fields.items():
-        if k == "raw" or v is None:
-            continue
-        if isinstance(v, list) and len(v) > 6:
-            v = f"[{len(v)} values]"
-        parts.append(f"{k}={v}")
-    return " ".join(parts)
-
-
-def _table_line(d: Decoded, t0: float) -> str:
-    return f"{d.ts - t0:10.3f}  {direction(d.sa)}  {d.name:<7} {_brief(to_fields(d.message))}"
+def _digest(session: dict[str, Any], out: Any) -> None:
+    out.write(f"\n{digest_header(session)}\n")
+    write_rows(digest_rows(session), out)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -117,16 +109,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         }
         out.write(json.dumps(doc, indent=2) + "\n")
     else:
-        t0 = result.first_ts or 0.0
-        for d in result.messages:
-            out.write(_table_line(d, t0) + "\n")
-        out.write("\n")
+        write_table(result.messages, result.first_ts or 0.0, out)
         for s in sessions:
             _digest(s, out)
-        rec = pipeline_record(result.pipeline)
-        out.write(f"frames: {rec['frames']}\nanomalies: {rec['anomalies']}\n")
-        if bad:
-            out.write(f"unreadable log lines skipped: {bad['bad_log_line']}\n")
+        out.write("\n")
+        write_counts(pipeline_record(result.pipeline), bad["bad_log_line"], out)
     return 0
 
 
@@ -165,7 +152,7 @@ async def _sniff(spec: BusSpec, fmt: str, duration: float | None) -> None:
             if fmt == "jsonl":
                 print(json.dumps(message_record(item), separators=(",", ":")), flush=True)
             else:
-                print(_table_line(item, t0[0]), flush=True)
+                print("\n".join(message_line(item, t0[0])), flush=True)
         elif isinstance(item, SessionClosed):
             if fmt == "jsonl":
                 print(json.dumps({"session": session_record(item.summary)}), flush=True)
