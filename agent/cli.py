@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # a library's malformed log call must not print "--- Logging error ---" and a traceback
+    logging.raiseExceptions = False
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
