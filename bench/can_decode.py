@@ -1,6 +1,6 @@
 """GB/T 27930 decoding benchmark.
 
-1. Decoding alone, single-frame messages: evgw's ``messages.decode`` against ``cantools``
+1. Decoding alone, single-frame messages: evgw's ``decode.decode`` against ``cantools``
    decoding the same frames with ``bench/gbt27930.dbc``, in the same run. Target: ≥ 2×.
 2. The whole pipeline (frame sorting + TP reassembly + decoding + session tracking) on the real
    capture repeated many times (falls back to a simulated session when the capture is absent).
@@ -117,7 +117,7 @@ def main() -> int:
     print(f"input: {source}, {len(frames)} frames")
     ours, peer, n = bench_decode(frames, max(1, args.repeat // 2))
     print(f"decode, single-frame messages ({n} decodes):")
-    print(f"  evgw messages.decode : {ours:12,.0f} frames/s")
+    print(f"  evgw decode.decode   : {ours:12,.0f} frames/s")
     print(f"  cantools + DBC       : {peer:12,.0f} frames/s")
     ratio = ours / peer
     print(
