@@ -56,7 +56,10 @@ def parse_record_id(text: object) -> tuple[str, int, int] | None:
     if not isinstance(text, str):
         return None
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not all(p.isdigit() and p.isascii() for p in parts[1:]):
+    numbers = parts[1:]
+    if len(parts) not in (2, 3) or not all(
+        p.isascii() and p.isdigit() and len(p) < 19 for p in numbers
+    ):
         return None
     if len(parts) == 2:
         return parts[0], 0, int(parts[1])

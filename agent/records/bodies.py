@@ -312,6 +312,58 @@ class EventBody(_Body, frozen=True, kw_only=True):
     tcec_event_code: int | None = None
 
 
+class LostRange(_Body, frozen=True, kw_only=True):
+    """A run of seqs a ledger event declares lost, with how many of each kind."""
+
+    from_seq: int
+    to_seq: int
+    count: int
+    kinds: dict[str, int] = {}
+    unknown_kind: int = 0
+    """Lost records whose kind nothing still names."""
+
+
+class DroppedRange(_Body, frozen=True, kw_only=True):
+    """Records of one kind whose bodies were dropped (the records stay as hash-only stubs)."""
+
+    kind: str
+    count: int
+    from_seq: int
+    to_seq: int
+
+
+class LedgerEventBody(EventBody, frozen=True, kw_only=True, omit_defaults=True):
+    """An ``event`` the ledger writes about itself (docs/LEDGER.md): ``ledger_recovered`` (a
+    damaged file was salvaged; the event starts chain ``epoch`` and declares ``lost``),
+    ``records_lost`` (records a stop could not write, declared at the next start),
+    ``buffer_dropped`` and ``retention_dropped`` (bodies dropped, records kept as stubs:
+    ``dropped``), and ``key_rotated`` (the old key announces the new one)."""
+
+    EVENTS: ClassVar[frozenset[str]] = frozenset(
+        {"ledger_recovered", "records_lost", "buffer_dropped", "retention_dropped", "key_rotated"}
+    )
+
+    reason: str | None = None
+    epoch: int | None = None
+    previous_epoch: int | None = None
+    previous_file: str | None = None
+    salvaged: int | None = None
+    last_good_seq: int | None = None
+    last_good_hash: str | None = None
+    lost_from_seq: int | None = None
+    lost_to_seq: int | None = None
+    lost_count: int | None = None
+    lost: tuple[LostRange, ...] = ()
+    dropped: tuple[DroppedRange, ...] = ()
+    size_cap_bytes: int | None = None
+    acknowledged_deleted_below_seq: int | None = None
+    memory_bound_bytes: int | None = None
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    new_public_der_hex: str | None = None
+    announcement_sig: str | None = None
+
+
 class MeterSampleBody(_Body, frozen=True, kw_only=True):
     KIND: ClassVar[str] = "meter_sample"
 
@@ -390,6 +442,8 @@ def decode_body(kind: str, body: dict[str, Any]) -> Any:
     body_type = BODY_TYPES.get(kind)
     if body_type is None:
         raise BodyError(f"unknown record kind {kind!r}; known kinds: {', '.join(BODY_TYPES)}")
+    if body_type is EventBody and body.get("event") in LedgerEventBody.EVENTS:
+        body_type = LedgerEventBody
     try:
         return msgspec.convert(body, body_type)
     except msgspec.ValidationError as exc:
