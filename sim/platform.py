@@ -76,7 +76,8 @@ class Fault:
 
     ``action``: ``ret`` (answer a signed envelope with ``Ret value``), ``http`` (HTTP status
     ``value``), ``drop`` (close the connection without an answer), ``delay`` (sleep ``value``
-    seconds, then answer normally), ``lowercase_sig``, ``wrong_sig``.
+    seconds, then answer normally), ``lowercase_sig``, ``wrong_sig``, ``status1`` (a valid
+    request answered ``Ret 0`` with ``{"Status": 1}``: discarded, not stored).
     """
 
     action: str
@@ -90,6 +91,8 @@ class _Stats:
     requests: int = 0
     accepted: int = 0
     duplicates: int = 0
+    conflicts: int = 0
+    """Record ids that arrived again with other content (a gateway reusing an id)."""
     rets: dict[int, int] = field(default_factory=dict)
 
 
@@ -112,6 +115,9 @@ class PlatformReceiver:
                 identity TEXT PRIMARY KEY, interface TEXT NOT NULL, operator_id TEXT NOT NULL,
                 record_id TEXT, data TEXT NOT NULL, received_at REAL NOT NULL,
                 copies INTEGER NOT NULL DEFAULT 1, n INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS conflicts (
+                n INTEGER PRIMARY KEY, identity TEXT NOT NULL, record_id TEXT NOT NULL,
+                data TEXT NOT NULL, received_at REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS requests (
                 n INTEGER PRIMARY KEY, interface TEXT NOT NULL, operator_id TEXT, time_stamp TEXT,
                 seq TEXT, data TEXT, ret INTEGER NOT NULL, msg TEXT, received_at REAL NOT NULL);
@@ -256,6 +262,8 @@ class PlatformReceiver:
             return self._reply(4004, f"请求的业务参数不合法: {problem}", None, fault, meta)
         if interface == "query_token":
             return self._issue_token(data, operator_id, fault, meta)
+        if fault is not None and fault.action == "status1":
+            return self._reply(0, "", {"Status": 1}, fault, meta)
         identity = (
             f"{interface}|{record_id}"
             if record_id
@@ -302,6 +310,19 @@ class PlatformReceiver:
         self, identity: str, interface: str, operator_id: str, record_id: str | None, text: str
     ) -> None:
         with self._lock:
+            known = self._db.execute(
+                "SELECT data FROM accepted WHERE identity = ?", (identity,)
+            ).fetchone()
+            if known is not None and record_id and known[0] != text:
+                # dedupe is on the record id: the same id with other content is not a copy
+                self.stats.conflicts += 1
+                self._db.execute(
+                    "INSERT INTO conflicts (identity, record_id, data, received_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (identity, record_id, text, self.clock()),
+                )
+                log.warning("record id %s arrived again with other content (kept both)", record_id)
+                return
             self._db.execute(
                 "INSERT INTO accepted"
                 " (identity, interface, operator_id, record_id, data, received_at, n)"
