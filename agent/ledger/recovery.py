@@ -141,7 +141,8 @@ def tail_problem(conn: sqlite3.Connection, state: State | None) -> str | None:
             )
         return None if not tables or tables <= {"meta"} else "not an evgw ledger (no records table)"
     rows = conn.execute(
-        f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r ORDER BY r.seq DESC LIMIT ?",
+        f"SELECT r.seq, r.prev, r.hash, {DATA_EXPR} FROM records r "
+        "WHERE r.seq > (SELECT max(seq) FROM records) - ? ORDER BY r.seq DESC",
         (TAIL_RECORDS,),
     ).fetchall()
     rows.reverse()

@@ -115,7 +115,10 @@ def _delete_acknowledged(
         for kind in SPLIT_KINDS:
             conn.execute(f"DELETE FROM body_{kind} WHERE seq < ?", (anchor,))
         conn.execute("DELETE FROM checkpoints WHERE seq < ?", (anchor,))
-        conn.execute("DELETE FROM parked WHERE seq < ?", (anchor,))
+        conn.execute(  # per uplink: the (uplink, seq) key serves it, no scan
+            "DELETE FROM parked WHERE uplink IN (SELECT uplink FROM cursors) AND seq < ?",
+            (anchor,),
+        )
         outcome.deleted_below_seq = anchor
         outcome.deleted_count += count
 
