@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.demo.report import NONE, alarm_text
 from agent.service.logs import setup_logging
 
 
@@ -49,30 +50,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cell(value: Any) -> str:
-    if value is None or value == []:
-        return "-"
+    if value is None or value == [] or value == "-":
+        return NONE
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)
 
 
+def _alarms(codes: list[Any] | None) -> str:
+    return "; ".join(alarm_text(c) for c in codes) if codes else NONE
+
+
 def render_live(snapshot: dict[str, Any], elapsed_s: float) -> str:
     rows = [["connector", "status", "phase", "SOC %", "power kW", "energy kWh", "alarms"]]
     for c in snapshot.get("connectors", []):
-        rows.append(
-            [
-                _cell(c.get(k))
-                for k in (
-                    "connector",
-                    "status",
-                    "phase",
-                    "soc_pct",
-                    "power_kw",
-                    "energy_kwh",
-                    "alarms",
-                )
-            ]
-        )
+        keys = ("connector", "status", "phase", "soc_pct", "power_kw", "energy_kwh")
+        rows.append([*(_cell(c.get(k)) for k in keys), _alarms(c.get("alarms"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         f"evgw demo — station {snapshot.get('station_id')} — {elapsed_s:.0f} s   (Ctrl-C stops)",
@@ -82,11 +75,15 @@ def render_live(snapshot: dict[str, Any], elapsed_s: float) -> str:
         "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
     ]
     ledger = snapshot.get("ledger", {})
-    lines += ["", f"  ledger: {ledger.get('last_seq')} records, {ledger.get('health')}"]
+    lines += [
+        "",
+        f"  ledger: {_cell(ledger.get('last_seq'))} records, {_cell(ledger.get('health'))}",
+    ]
     for name, u in snapshot.get("uplinks", {}).items():
         lines.append(
-            f"  uplink {name}: delivered {u.get('acked')}, backlog {u.get('backlog')}, "
-            f"errors {u.get('errors')}, last error {u.get('last_error') or '-'}"
+            f"  uplink {name}: delivered {_cell(u.get('acked'))}, backlog "
+            f"{_cell(u.get('backlog'))}, errors {_cell(u.get('errors'))}, last error "
+            f"{u.get('last_error') or NONE}"
         )
     return "\n".join(lines)
 
@@ -163,6 +160,9 @@ def _demo(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             rc, received = asyncio.run(run_demo(state_dir, args.duration, live=not args.quiet))
         logging.shutdown()
+        if not (state_dir / "ledger.db").exists():
+            print("evgw demo: stopped before the gateway had started", file=sys.stderr)
+            return rc
         report = build_report(state_dir / "ledger.db", state_dir / "gateway.key")
         report["platforms"] = received
         print(render_report(report))

@@ -17,7 +17,45 @@ from agent.ledger import GatewayKey
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.stats import ledger_stats
 from agent.ledger.verify import verify_lines
-from agent.station.codes import AUDIT_TYPE
+from agent.station.codes import (
+    ALARM_CODES,
+    AUDIT_TYPE,
+    STOP_BMS,
+    STOP_CHARGER_FAULT,
+    STOP_DISCONNECTED,
+    STOP_PLATFORM,
+    STOP_USER,
+)
+
+NONE = "—"
+STOP_MEANINGS: dict[int, str] = {
+    STOP_USER: "stopped by the user",
+    STOP_PLATFORM: "stopped by the platform",
+    STOP_BMS: "stopped by the vehicle (BMS)",
+    STOP_CHARGER_FAULT: "charger fault",
+    STOP_DISCONNECTED: "connector disconnected or gateway stopped",
+}
+"""T/CEC StopReason codes in words (docs/STATION.md)."""
+
+
+def alarm_text(code: int | str) -> str:
+    """An alarm code with its meaning beside it: ``2 emergency stop``."""
+    known = ALARM_CODES.get(int(code)) if str(code).isdigit() else None
+    return f"{code} {known.meaning}" if known else f"{code} (unknown code)"
+
+
+def stop_text(code: int | None) -> str:
+    if code is None:
+        return NONE
+    return f"{code} {STOP_MEANINGS.get(code, '(unknown code)')}"
+
+
+def shown(value: object, unit: str = "") -> str:
+    """A value for the report: an em dash when absent, never ``None``."""
+    if value is None:
+        return NONE
+    return f"{value}{unit}"
+
 
 ORDER_FIELDS = (
     "connector_id",
@@ -72,7 +110,7 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
         "orders": [
             {
                 **{k: order.get(k) for k in ORDER_FIELDS},
-                "audit": "mismatch " + ",".join(map(str, order["audit_codes"]))
+                "audit": "mismatch: " + "; ".join(map(alarm_text, order["audit_codes"]))
                 if order["audit_codes"]
                 else "ok",
                 "ocmf_signed": bool(order.get("ocmf")),
@@ -99,10 +137,10 @@ def render_report(report: dict[str, Any]) -> str:
             f"parked {u['parked']}"
         )
     if report["alarms_raised_by_code"]:
-        lines.append(
-            "  alarms raised: "
-            + ", ".join(f"{code} ×{n}" for code, n in report["alarms_raised_by_code"].items())
-        )
+        lines.append("  alarms raised:")
+        lines += [
+            f"    {alarm_text(code)} ×{n}" for code, n in report["alarms_raised_by_code"].items()
+        ]
     platforms = report.get("platforms", {})
     if platforms.get("cec_platform_accepted"):
         got = platforms["cec_platform_accepted"]
@@ -116,9 +154,11 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append(f"  orders: {len(report['orders'])}")
     for o in report["orders"]:
         lines.append(
-            f"    {o['connector_id']} {o['session_id']}: {o['energy_kwh']} kWh metered, "
-            f"charger {o['charger_energy_kwh']}, CCS {o['ccs_energy_kwh']}, stop reason "
-            f"{o['stop_reason']}, SOC {o['soc_start_pct']}→{o['soc_end_pct']}, audit {o['audit']}"
+            f"    {o['connector_id']} {o['session_id']}: {shown(o['energy_kwh'], ' kWh')} "
+            f"metered, charger {shown(o['charger_energy_kwh'], ' kWh')}, CCS "
+            f"{shown(o['ccs_energy_kwh'], ' kWh')}, SOC {shown(o['soc_start_pct'])}→"
+            f"{shown(o['soc_end_pct'], ' %')}, audit {o['audit']}"
             f"{', OCMF signed' if o['ocmf_signed'] else ''}"
         )
+        lines.append(f"      stop reason {stop_text(o['stop_reason'])}")
     return "\n".join(lines)

@@ -147,8 +147,13 @@ def start_broker(state_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
         port = int(probe.getsockname()[1])
     conf = state_dir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # its own session: a Ctrl-C on the terminal stops the gateway, which then drains its
+    # uplinks into this broker; the demo stops the broker last
     proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [binary, "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
