@@ -33,32 +33,20 @@ from drivers.modbus.profile_model import Profile
 _SQRT3 = math.sqrt(3.0)
 
 
-class SimMeter:
-    """One simulated meter speaking the registers of ``profile``.
-
-    ``function``/``options`` choose how the simulated firmware behaves (which function
-    code it answers, which energy block exists…); by default the profile's defaults.
-    ``functions`` lists the function codes it answers (others get exception 01).
-    """
+class MeterPhysics:
+    """What a simulated meter measures, whatever its protocol: power, voltage and current,
+    energies integrated over time (from ``clock`` or :meth:`advance`), forced values."""
 
     def __init__(
         self,
-        profile: Profile,
-        unit_id: int,
+        kind: str,
         *,
-        function: int | None = None,
-        options: Mapping[str, str] | None = None,
-        functions: Iterable[int] | None = None,
         clock: Callable[[], float] | None = None,
         power_w: float = 0.0,
         voltage_v: float = 230.0,
         energy_import_kwh: float = 0.0,
     ) -> None:
-        self.profile = profile
-        self.unit_id = unit_id
-        self.resolved = profile.resolve(function, options)
-        self.plan = plan_reads(self.resolved)
-        self.functions = frozenset(functions or {self.resolved.function})
+        self.kind = kind
         self.clock = clock
         self._last = clock() if clock else 0.0
         self.power_w = power_w
@@ -67,12 +55,6 @@ class SimMeter:
         self.energy_import_kwh = energy_import_kwh
         self.energy_export_kwh = 0.0
         self.overrides: dict[str, float] = {}
-        self.flags: dict[str, bool] = {}
-        # fault injection
-        self.no_answer = False
-        self.exception_code: int | None = None
-        self.garbage = False
-        self.requests = 0
 
     # ---------------------------------------------------------------- driving
     def _integrate(self) -> None:
@@ -114,21 +96,17 @@ class SimMeter:
     def clear(self, name: str) -> None:
         self.overrides.pop(name, None)
 
-    def set_flag(self, name: str, active: bool) -> None:
-        self.flags[name] = active
-
     def reset_energy(self, energy_kwh: float = 0.0) -> None:
         """The energy registers go back (meter reset or exchanged)."""
         self._integrate()
         self.energy_import_kwh = energy_kwh
         self.energy_export_kwh = 0.0
 
-    # ---------------------------------------------------------------- registers
     def value(self, name: str) -> float:
         """The value this meter reports for a quantity, in standard units."""
         if name in self.overrides:
             return self.overrides[name]
-        phases = 3 if self.profile.kind == "ac3" else 1
+        phases = 3 if self.kind == "ac3" else 1
         p = self.power_w
         if self.current_a is not None:
             i = self.current_a
@@ -155,15 +133,60 @@ class SimMeter:
         if name.startswith("voltage"):
             return self.voltage_v
         if name.startswith("current"):
-            return i if self.profile.kind != "dc" else math.copysign(i, p)
+            return i if self.kind != "dc" else math.copysign(i, p)
         if name == "frequency_hz":
-            return 0.0 if self.profile.kind == "dc" else 50.0
+            return 0.0 if self.kind == "dc" else 50.0
         if name == "temperature_c":
             return 25.0
         if name.endswith("_ratio"):
             return 1.0
         return 0.0
 
+
+class SimMeter(MeterPhysics):
+    """One simulated meter speaking the registers of ``profile``.
+
+    ``function``/``options`` choose how the simulated firmware behaves (which function
+    code it answers, which energy block exists…); by default the profile's defaults.
+    ``functions`` lists the function codes it answers (others get exception 01).
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        unit_id: int,
+        *,
+        function: int | None = None,
+        options: Mapping[str, str] | None = None,
+        functions: Iterable[int] | None = None,
+        clock: Callable[[], float] | None = None,
+        power_w: float = 0.0,
+        voltage_v: float = 230.0,
+        energy_import_kwh: float = 0.0,
+    ) -> None:
+        super().__init__(
+            profile.kind,
+            clock=clock,
+            power_w=power_w,
+            voltage_v=voltage_v,
+            energy_import_kwh=energy_import_kwh,
+        )
+        self.profile = profile
+        self.unit_id = unit_id
+        self.resolved = profile.resolve(function, options)
+        self.plan = plan_reads(self.resolved)
+        self.functions = frozenset(functions or {self.resolved.function})
+        self.flags: dict[str, bool] = {}
+        # fault injection
+        self.no_answer = False
+        self.exception_code: int | None = None
+        self.garbage = False
+        self.requests = 0
+
+    def set_flag(self, name: str, active: bool) -> None:
+        self.flags[name] = active
+
+    # ---------------------------------------------------------------- registers
     def image(self) -> dict[tuple[int, int], int]:
         """Every register of the simulated map: (function, address) -> value."""
         self._integrate()

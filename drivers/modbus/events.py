@@ -68,8 +68,10 @@ class MeterOnline:
 @dataclass(frozen=True, slots=True)
 class MeterAnomaly:
     """Something in a reading that needs a human: ``reason`` is ``energy_jump`` (more energy
-    than the rated power allows in the elapsed time) or ``value_rejected``. A register going
-    back is not the driver's to say: the station notices it in the readings."""
+    than the rated power allows in the elapsed time), ``value_rejected``, or
+    ``counter_decreased`` (an event counter read lower than before: that read is rejected and
+    the old count kept). An energy register going back is not the driver's to say: the
+    station notices it in the readings."""
 
     kind: ClassVar[str] = "meter_anomaly"
     meter_id: str
@@ -92,4 +94,74 @@ class MeterAlarm:
     active: bool
 
 
-MeterEvent = MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm
+@dataclass(frozen=True, slots=True)
+class MeterIdentity:
+    """What the meter says it is (``address``, ``serial``, ``firmware``; only the fields its
+    profile reads), emitted at the first read after start and whenever it changes. The
+    station compares it with the identity it last recorded to notice a meter exchanged
+    while evgw was not running."""
+
+    kind: ClassVar[str] = "meter_identity"
+    meter_id: str
+    ts: float
+    identity: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReplaced:
+    """The identity changed between two reads: the meter was exchanged (or reprogrammed)."""
+
+    kind: ClassVar[str] = "meter_replaced"
+    meter_id: str
+    ts: float
+    previous: dict[str, str]
+    current: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterCounters:
+    """The meter's event counters (the electronic seal) as read, at the first read after
+    start: ``counts`` by counter name, ``last_event_ts`` the POSIX time of the latest
+    recorded event of each (``None`` when the meter reports none). The station compares
+    them with the last counts it recorded, which covers openings while evgw was down."""
+
+    kind: ClassVar[str] = "meter_counters"
+    meter_id: str
+    ts: float
+    counts: dict[str, int]
+    last_event_ts: dict[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterTamper:
+    """An event counter rose between two reads: ``counter`` is ``meter_cover_open``,
+    ``terminal_cover_open``, ``programmed``, ``cleared``, ``clock_set`` or ``power_down``;
+    ``last_event_ts`` is when the meter says the latest such event began (POSIX, from the
+    meter's clock; ``None`` if it keeps no record)."""
+
+    kind: ClassVar[str] = "meter_tamper"
+    meter_id: str
+    ts: float
+    counter: str
+    previous: int
+    current: int
+    last_event_ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterClockDrift:
+    """The meter's clock differs from the caller's clock by more than the threshold
+    (``active``), or is back within it (``active`` false). ``drift_s`` = meter − caller."""
+
+    kind: ClassVar[str] = "meter_clock_drift"
+    meter_id: str
+    ts: float
+    drift_s: float
+    threshold_s: float
+    active: bool
+
+
+SealEvent = MeterIdentity | MeterReplaced | MeterCounters | MeterTamper | MeterClockDrift
+"""Identity and electronic-seal events (DL/T 645 meters today)."""
+
+MeterEvent = MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm | SealEvent

@@ -1,4 +1,5 @@
-"""One Modbus line (RS-485 serial, TCP, or RTU over TCP) around a pymodbus async client.
+"""One Modbus line (RS-485 serial, TCP, or RTU over TCP) around a pymodbus async client;
+the rules it shares with the other links of an RS-485 line are in :mod:`drivers.modbus.line`.
 
 :class:`ModbusLine` serialises every request through one lock and keeps the configured
 silent interval between frames (the bus is half-duplex), opens the port on demand and
@@ -10,32 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
 from dataclasses import dataclass
-from typing import Final
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-EXCEPTION_NAMES: Final = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-"""Modbus exception codes by number, as named in the Modbus application protocol."""
-
-
-def exception_text(code: int) -> str:
-    return f"exception {code:02X} ({EXCEPTION_NAMES.get(code, 'unknown exception code')})"
+from drivers.modbus.line import LineDiscipline, ReadError, exception_text, gap_s, port_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +40,7 @@ class SerialLineSpec:
     def gap_s(self) -> float:
         if self.frame_gap_s is not None:
             return self.frame_gap_s
-        # Modbus over serial line: 3.5 characters, fixed at 1.75 ms above 19200 baud
-        return 0.00175 if self.baud > 19200 else 3.5 * self.bits_per_char / self.baud
+        return gap_s(self.baud, self.bits_per_char)
 
     def describe(self) -> str:
         return f"{self.port} {self.baud} 8{self.parity}{self.stopbits}"
@@ -86,50 +67,24 @@ class TcpLineSpec:
 LineSpec = SerialLineSpec | TcpLineSpec
 
 
-@dataclass(frozen=True, slots=True)
-class ReadError:
-    """Why a request got no usable reply.
-
-    ``kind``: ``timeout`` (no answer), ``garbled`` (bytes came back but no valid frame: CRC
-    error, noise, wrong baud or parity), ``exception`` (the meter answered with an exception
-    code), ``port_missing``, ``permission``, ``connect_failed``.
-    """
-
-    kind: str
-    message: str
-    exception_code: int | None = None
-
-    @property
-    def answered(self) -> bool:
-        """The device answered (an exception reply proves link settings and unit id)."""
-        return self.kind == "exception"
-
-    @property
-    def short(self) -> str:
-        """The exception name for exception replies, else the full message."""
-        if self.exception_code is not None:
-            return exception_text(self.exception_code)
-        return self.message
-
-    @property
-    def line_down(self) -> bool:
-        return self.kind in {"port_missing", "permission", "connect_failed"}
-
-
 def quiet_library_logging(level: int = logging.CRITICAL) -> None:
     """pymodbus logs every timeout with a frame dump; the driver reports failures itself."""
     logging.getLogger("pymodbus").setLevel(level)
 
 
 class ModbusLine:
-    """A Modbus line: one client, one lock, inter-frame gap, open/reopen on demand."""
+    """A Modbus line: one client, the line's lock and inter-frame gap (shared with the other
+    links of the line through ``discipline``), open/reopen on demand."""
 
-    def __init__(self, spec: LineSpec, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        spec: LineSpec,
+        timeout_s: float | None = None,
+        discipline: LineDiscipline | None = None,
+    ) -> None:
         self.spec = spec
         self.timeout_s = timeout_s if timeout_s is not None else spec.timeout_s
-        self.lock = asyncio.Lock()
-        self._gap = spec.gap_s
-        self._idle_since = 0.0
+        self.discipline = discipline or LineDiscipline(spec.gap_s)
         self._rx = False
         self.client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self.opened_count = 0
@@ -166,21 +121,7 @@ class ModbusLine:
 
     def _port_problem(self) -> ReadError | None:
         s = self.spec
-        if not isinstance(s, SerialLineSpec) or "://" in s.port:
-            return None
-        if not os.path.exists(s.port):
-            return ReadError(
-                "port_missing",
-                f"serial port {s.port} does not exist: check the USB/RS-485 adapter is "
-                "plugged in and the device name (ls /dev/ttyUSB* /dev/ttyACM* /dev/serial/by-id)",
-            )
-        if not os.access(s.port, os.R_OK | os.W_OK):
-            return ReadError(
-                "permission",
-                f"permission denied on {s.port}: add the user to the 'dialout' group "
-                "(sudo usermod -aG dialout $USER, then log in again) or run as the evgw user",
-            )
-        return None
+        return port_problem(s.port) if isinstance(s, SerialLineSpec) else None
 
     async def open(self) -> ReadError | None:
         """Open (or reopen) the port; ``None`` when connected."""
@@ -221,21 +162,22 @@ class ModbusLine:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self.discipline.released(self)
+
+    def release_port(self) -> None:
+        self.close()
 
     async def read(
         self, unit: int, function: int, address: int, count: int, timeout_s: float | None = None
     ) -> list[int] | ReadError:
         """Read ``count`` registers with FC03/FC04; the registers or a :class:`ReadError`."""
-        async with self.lock:
+        async with self.discipline.lock:
+            await self.discipline.before_frame(self)
             problem = await self.open()
             if problem is not None:
                 return problem
             client = self.client
             assert client is not None
-            if self._gap:
-                wait = self._gap - (time.monotonic() - self._idle_since)
-                if wait > 0:
-                    await asyncio.sleep(wait)
             self._rx = False
             call = client.read_holding_registers if function == 3 else client.read_input_registers
             try:
@@ -247,7 +189,7 @@ class ModbusLine:
             except (ModbusException, TimeoutError) as exc:
                 return self._failure(unit, exc)
             finally:
-                self._idle_since = time.monotonic()
+                self.discipline.after_frame()
             if reply.isError():
                 code = int(getattr(reply, "exception_code", 0))
                 return ReadError("exception", f"unit {unit}: {exception_text(code)}", code)
