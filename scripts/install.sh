@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Install (or uninstall) evgw as a systemd service.
 #
-#   scripts/install.sh [--root DIR] [--source DIR|WHEEL] [--python PY] [--no-start]
+#   scripts/install.sh [--root DIR] [--source DIR|WHEEL] [--python PY] [--release-key PEM]
+#                      [--no-start]
 #   scripts/install.sh --uninstall [--root DIR]
 #
-# Installs: /opt/evgw/venv (evgw and its dependencies), /opt/evgw/docs, the service user
-# `evgw` (sysusers.d, member of dialout), /etc/evgw/evgw.toml and secrets.toml from the
-# examples when absent, a gateway signing key in /var/lib/evgw when absent, the unit
-# /etc/systemd/system/evgw.service, and enables it (and starts it unless --no-start).
+# Installs: /opt/evgw/releases/VERSION (evgw and its dependencies), the link
+# /opt/evgw/current to it, /usr/local/bin/evgw (on the PATH) through that link, /opt/evgw/docs,
+# the service user `evgw` (sysusers.d, member of dialout), /etc/evgw/evgw.toml and
+# secrets.toml from the examples when absent, the release key that signs updates
+# (--release-key, to /etc/evgw/release.pub), a gateway signing key in /var/lib/evgw when
+# absent, the unit /etc/systemd/system/evgw.service, and enables it (and starts it unless
+# --no-start). Later versions come as signed updates: evgw update apply ARTEFACT.
 # --root DIR installs into a staging root (an image being built, or a test): nothing is
 # started, and users and unit links are created inside DIR.
 # --uninstall removes the program, the unit and the user snippets, and keeps /etc/evgw and
@@ -17,10 +21,11 @@ set -euo pipefail
 ROOT=/
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=python3
+RELEASE_KEY=
 START=1
 UNINSTALL=0
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
     --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
     --source) SOURCE="${2:?--source needs a directory or wheel}"; shift 2 ;;
     --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
+    --release-key) RELEASE_KEY="${2:?--release-key needs a PEM file}"; shift 2 ;;
     --no-start) START=0; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -41,6 +47,7 @@ LIVE=0; [ "$ROOT" = / ] && LIVE=1
 [ "$(id -u)" = 0 ] || [ "$LIVE" = 0 ] || die "run as root to install on this machine (or use --root DIR)"
 
 OPT="$R/opt/evgw"
+BIN_LINK="$R/usr/local/bin/evgw"
 UNIT="$R/etc/systemd/system/evgw.service"
 SYSUSERS="$R/usr/lib/sysusers.d/evgw.conf"
 TMPFILES="$R/usr/lib/tmpfiles.d/evgw.conf"
@@ -53,6 +60,7 @@ if [ "$UNINSTALL" = 1 ]; then
   if [ "$LIVE" = 1 ]; then systemctl disable --now evgw.service 2>/dev/null || true
   else systemctl_root disable evgw.service >/dev/null 2>&1 || true; fi
   rm -f "$UNIT" "$SYSUSERS" "$TMPFILES"
+  case "$(readlink "$BIN_LINK" 2>/dev/null)" in */opt/evgw/current/bin/evgw) rm -f "$BIN_LINK" ;; esac
   rm -rf "$OPT"
   [ "$LIVE" = 1 ] && systemctl daemon-reload
   echo "evgw uninstalled; kept $R/etc/evgw (configuration) and $R/var/lib/evgw (ledger, key)"
@@ -64,13 +72,26 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python >= 3.1
 [ -e "$SOURCE" ] || die "source $SOURCE does not exist"
 SRC_DIR="$SOURCE"; [ -d "$SOURCE" ] || SRC_DIR="$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "installing evgw from $SOURCE into ${ROOT}"
-mkdir -p "$OPT" "$R/etc/systemd/system" "$R/usr/lib/sysusers.d" "$R/usr/lib/tmpfiles.d" \
-         "$R/etc/evgw" "$R/var/lib/evgw"
-if [ ! -x "$OPT/venv/bin/python" ]; then
-  "$PYTHON" -m venv "$OPT/venv"
+if [ -d "$SOURCE" ]; then
+  VERSION="$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$SOURCE/pyproject.toml")"
+else
+  VERSION="$(basename "$SOURCE" | cut -d- -f2)"
 fi
-"$OPT/venv/bin/pip" install --quiet --disable-pip-version-check "$SOURCE"
+case "$VERSION" in ''|*/*|.*) die "cannot tell the version of $SOURCE" ;; esac
+
+echo "installing evgw $VERSION from $SOURCE into ${ROOT}"
+mkdir -p "$OPT/releases" "$R/etc/systemd/system" "$R/usr/lib/sysusers.d" "$R/usr/lib/tmpfiles.d" \
+         "$R/etc/evgw" "$R/var/lib/evgw" "$R/usr/local/bin"
+RELEASE="$OPT/releases/$VERSION"
+if [ ! -x "$RELEASE/bin/python" ]; then
+  "$PYTHON" -m venv "$RELEASE"
+fi
+"$RELEASE/bin/pip" install --quiet --disable-pip-version-check "$SOURCE"
+# switch `current` atomically (a new link renamed over the old one), then the PATH link
+ln -sfn "releases/$VERSION" "$OPT/current.new" && mv -Tf "$OPT/current.new" "$OPT/current"
+ln -sfn ../../../opt/evgw/current/bin/evgw "$BIN_LINK"
+rm -rf "$OPT/venv"                 # the layout before releases/
+EVGW="$OPT/current/bin/evgw"
 mkdir -p "$OPT/docs" && cp "$SRC_DIR"/docs/*.md "$OPT/docs/" 2>/dev/null || true
 
 install -m 644 "$SRC_DIR/systemd/evgw.sysusers" "$SYSUSERS"
@@ -85,18 +106,23 @@ EVGW_UID="$(uid_of evgw)"; EVGW_GID="$(gid_of evgw)"
 chown 0:"$EVGW_GID" "$R/etc/evgw" && chmod 750 "$R/etc/evgw"
 chown "$EVGW_UID:$EVGW_GID" "$R/var/lib/evgw" && chmod 700 "$R/var/lib/evgw"
 if [ ! -e "$R/etc/evgw/evgw.toml" ]; then
-  "$OPT/venv/bin/evgw" config example > "$R/etc/evgw/evgw.toml"
+  "$EVGW" config example > "$R/etc/evgw/evgw.toml"
   chown 0:"$EVGW_GID" "$R/etc/evgw/evgw.toml"; chmod 640 "$R/etc/evgw/evgw.toml"
   echo "wrote $R/etc/evgw/evgw.toml from the example: edit it, then run evgw config check"
 fi
 if [ ! -e "$R/etc/evgw/secrets.toml" ]; then
-  "$OPT/venv/bin/evgw" config example --secrets > "$R/etc/evgw/secrets.toml"
+  "$EVGW" config example --secrets > "$R/etc/evgw/secrets.toml"
   chown "$EVGW_UID:$EVGW_GID" "$R/etc/evgw/secrets.toml"; chmod 600 "$R/etc/evgw/secrets.toml"
 fi
 if [ ! -e "$R/var/lib/evgw/gateway.key" ]; then
-  "$OPT/venv/bin/evgw" keys generate --key "$R/var/lib/evgw/gateway.key" >/dev/null
+  "$EVGW" keys generate --key "$R/var/lib/evgw/gateway.key" >/dev/null
   chown "$EVGW_UID:$EVGW_GID" "$R/var/lib/evgw/gateway.key"; chmod 600 "$R/var/lib/evgw/gateway.key"
   echo "generated the gateway key $R/var/lib/evgw/gateway.key (evgw keys show prints its public key)"
+fi
+
+if [ -n "$RELEASE_KEY" ]; then
+  install -m 644 "$RELEASE_KEY" "$R/etc/evgw/release.pub"
+  echo "installed the release key $R/etc/evgw/release.pub: updates must be signed by it"
 fi
 
 if [ "$LIVE" = 1 ]; then
@@ -106,4 +132,4 @@ if [ "$LIVE" = 1 ]; then
 else
   systemctl_root enable evgw.service >/dev/null
 fi
-echo "evgw installed: $OPT/venv/bin/evgw, unit $UNIT (enabled)"
+echo "evgw $VERSION installed: $RELEASE (current), $BIN_LINK, unit $UNIT (enabled)"

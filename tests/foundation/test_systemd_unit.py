@@ -27,7 +27,7 @@ def staged_unit(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this checkout's evgw, so `verify` can resolve it."""
     evgw = Path(sys.executable).with_name("evgw")
     assert evgw.exists(), f"{evgw} missing: install the package first (make test does)"
-    text = UNIT.read_text().replace("/opt/evgw/venv/bin/evgw", str(evgw))
+    text = UNIT.read_text().replace("/opt/evgw/current/bin/evgw", str(evgw))
     unit = tmp_path / "evgw.service"
     unit.write_text(text)
     return unit

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,22 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
     if shutil.which("systemd-sysusers") is None or shutil.which("systemd-analyze") is None:
         pytest.skip("systemd tools are not installed")
     root = tmp_path / "root"
-    result = run_install("--root", str(root))
+    release_key = tmp_path / "release.pub"
+    release_key.write_text("-----BEGIN PUBLIC KEY-----\ntest\n-----END PUBLIC KEY-----\n")
+    result = run_install("--root", str(root), "--release-key", str(release_key))
     assert result.returncode == 0, result.stdout + result.stderr
 
-    evgw = root / "opt/evgw/venv/bin/evgw"
-    assert evgw.exists()
+    # the releases layout: releases/VERSION, `current` linking to it, evgw on the PATH
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    current = root / "opt/evgw/current"
+    assert os.readlink(current) == f"releases/{version}"
+    assert (root / "opt/evgw/releases" / version / "bin/python").exists()
+    on_path = root / "usr/local/bin/evgw"
+    assert on_path.is_symlink() and on_path.resolve() == (current / "bin/evgw").resolve()
+    assert (root / "etc/evgw/release.pub").read_text() == release_key.read_text()
+    evgw = on_path
+    version_out = subprocess.run([str(evgw), "--version"], capture_output=True, text=True)
+    assert version_out.stdout.strip() == f"evgw {version}", version_out.stderr
     passwd = (root / "etc/passwd").read_text()
     evgw_user = next(line for line in passwd.splitlines() if line.startswith("evgw:"))
     uid, gid = int(evgw_user.split(":")[2]), int(evgw_user.split(":")[3])
@@ -79,6 +91,7 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
     gone = run_install("--uninstall", "--root", str(root))
     assert gone.returncode == 0, gone.stderr
     assert not (root / "opt/evgw").exists() and not unit.exists()
+    assert not on_path.is_symlink()
     assert not (root / "etc/systemd/system/multi-user.target.wants/evgw.service").exists()
     assert config.exists() and key.exists(), "uninstall keeps configuration and data"
 
