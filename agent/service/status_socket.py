@@ -4,6 +4,10 @@ The service listens on ``status.sock`` in its runtime directory (systemd's
 ``$RUNTIME_DIRECTORY``, else ``gateway.runtime_dir``). A client connects, sends one line
 (``status``), and reads one JSON object; the connection then closes. The object is built by
 a snapshot function the service provides, so this module knows nothing of its contents.
+
+A line ``<verb> <JSON object>`` is a request to a handler the running service registered
+for ``verb`` (:func:`register_handler`; ``uplink`` for ``evgw uplink parked|resend``); the
+answer is the JSON object the handler returns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,33 @@ SOCKET_NAME = "status.sock"
 MAX_REQUEST_BYTES = 64
 MAX_CLIENTS = 16
 """`evgw status` asks once; more than this many at once is not a person at a terminal."""
+MAX_COMMAND_BYTES = 4096
+
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+_handlers: dict[str, RequestHandler] = {}
+
+
+def register_handler(verb: str, handler: RequestHandler) -> None:
+    """Serve ``<verb> <JSON>`` requests with ``handler`` from now on (the service's runtime
+    registers its handlers each time it is built, so a reload replaces them)."""
+    _handlers[verb] = handler
+
+
+async def _dispatch(line: bytes) -> dict[str, Any]:
+    verb, _, argument = line.partition(b" ")
+    handler = _handlers.get(verb.decode("ascii", errors="replace"))
+    if handler is None:
+        shown = line[:32].decode("ascii", errors="replace")
+        return {"error": f"unknown request {shown!r}; send 'status'"}
+    if len(line) > MAX_COMMAND_BYTES:
+        return {"error": f"request longer than {MAX_COMMAND_BYTES} bytes"}
+    try:
+        request = msgspec.json.decode(argument)
+    except msgspec.DecodeError:
+        request = None
+    if not isinstance(request, dict):
+        return {"error": "the request after the verb must be a JSON object"}
+    return await handler(request)
 
 
 def socket_path(runtime_dir: str) -> Path:
@@ -64,12 +95,11 @@ class StatusServer:
             return
         self._active += 1
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
-            request = line[:MAX_REQUEST_BYTES].strip().decode("ascii", errors="replace")
-            if request == "status":
+            line = (await asyncio.wait_for(reader.readline(), timeout=5)).strip()
+            if line[:MAX_REQUEST_BYTES] == b"status":
                 reply: dict[str, Any] = self.snapshot()
             else:
-                reply = {"error": f"unknown request {request[:32]!r}; send 'status'"}
+                reply = await _dispatch(line)
             writer.write(msgspec.json.encode(reply) + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
@@ -112,4 +142,24 @@ def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
         ) from None
     if not isinstance(reply, dict):
         raise ValueError(f"the service at {path} answered {reply!r}, not a status object")
+    return reply
+
+
+def ask(path: Path, verb: str, request: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+    """Send ``<verb> <request>`` to a running service and return its answer (for the CLI)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        sock.sendall(verb.encode("ascii") + b" " + msgspec.json.encode(request) + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    try:
+        reply = msgspec.json.decode(b"".join(chunks))
+    except msgspec.DecodeError:
+        raise ValueError(
+            f"the service at {path} answered nothing usable: see its log (journalctl -u evgw)"
+        ) from None
+    if not isinstance(reply, dict):
+        raise ValueError(f"the service at {path} answered {reply!r}, not an object")
     return reply

@@ -25,10 +25,12 @@ from agent.records.envelope import Record, iso_ts
 from agent.service.clock import clock_synchronised
 from agent.service.devices import Devices
 from agent.service.metrics import CountingLedger
+from agent.service.status_socket import register_handler
 from agent.service.views import connector_rows
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
 from agent.station.writer import StationWriter
+from agent.uplink.base import ResendingUplink
 from agent.uplink.plugin import Uplink
 from agent.uplink.registry import build_uplinks, enabled_uplinks
 from agent.version import VERSION
@@ -106,6 +108,28 @@ class Runtime:
             },
         }
 
+    async def uplink_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``evgw uplink parked|resend`` over the status socket, applied by the running
+        uplinks (they record what they do as ``event`` records)."""
+        op, name = request.get("op"), request.get("uplink")
+        resending = [u for u in self.uplinks if isinstance(u, ResendingUplink)]
+        chosen = [u for u in resending if name in (None, u.name)]
+        if name is not None and not chosen:
+            running = ", ".join(u.name for u in self.uplinks) or "none"
+            known = any(u.name == name for u in self.uplinks)
+            why = "does not park records" if known else "is not running"
+            return {"ok": False, "error": f"uplink {name!r} {why} (running: {running})"}
+        if op == "parked":
+            return {"ok": True, "uplinks": [await u.parked_records() for u in chosen]}
+        if op != "resend":
+            return {"ok": False, "error": f"unknown op {op!r}: parked or resend"}
+        if name is None:
+            return {"ok": False, "error": "resend needs --uplink NAME"}
+        try:
+            return {"ok": True, **await chosen[0].resend(request)}
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+
     async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
         """The runtime for a reloaded config; the ledger and key stay open."""
         if Path(config.ledger.path) != self.ledger.path:
@@ -132,6 +156,7 @@ class Runtime:
         for uplink in runtime.uplinks:
             await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
+        register_handler("uplink", runtime.uplink_request)
         return runtime
 
     @property
@@ -217,5 +242,6 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
     for uplink in runtime.uplinks:
         await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)
+    register_handler("uplink", runtime.uplink_request)
     log.info(runtime.summary())
     return runtime

@@ -7,9 +7,8 @@ the metrics.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -34,29 +33,18 @@ class UplinkStats:
         return asdict(self)
 
 
-class LogLimiter:
-    """Rate limit for log lines that a misbehaving peer can repeat at will.
+@runtime_checkable
+class ResendingUplink(Protocol):
+    """An uplink that parks records and lets an operator list and release them
+    (``evgw uplink parked`` / ``evgw uplink resend`` through the status socket)."""
 
-    The first line of a ``key`` is logged at once; later ones at most every ``interval_s``,
-    saying how many were suppressed in between, so a platform that refuses every request
-    costs one line a minute, not one per attempt.
-    """
+    name: str
 
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+    async def parked_records(self) -> dict[str, Any]:
+        """``{"uplink", "count", "parked": [{"seq", "kind", "reason", "ts"}, …]}``."""
+        ...
 
-    def log(
-        self, logger: logging.Logger, level: int, key: str, now_s: float, msg: str, *args: object
-    ) -> None:
-        last = self._last.get(key)
-        if last is not None and now_s - last < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last[key] = now_s
-        if suppressed:
-            msg += " (%d more like it since the last line)"
-            args = (*args, suppressed)
-        logger.log(level, msg, *args)
+    async def resend(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Queue the records ``request`` selects (``seq``, ``from_seq``/``to_seq`` or
+        ``parked``); ValueError with a message for the technician when it is wrong."""
+        ...

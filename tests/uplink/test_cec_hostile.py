@@ -209,7 +209,8 @@ DEADLINE_S = 1.5
 RETRY_MAX_S = 1.0
 
 
-def service_config(directory: Path, base_url: str) -> Path:
+def service_config(directory: Path, base_url: str, cec_lines: str) -> Path:
+    """An evgw.toml (and its secrets and key) for one DC connector and the T/CEC uplink."""
     secrets = directory / "secrets.toml"
     secrets.write_text(
         f'[cec]\noperator_secret = "{OPERATOR_SECRET}"\ndata_secret = "{SECRETS.data_secret}"\n'
@@ -252,12 +253,17 @@ manufacturer_id = "MA5FXXX12"
   voltage_lower_v = 200
   current_a = 250
 
+[[tariffs]]
+id = "std"
+default = true
+periods = [{{ start = "00:00", type = "flat", elec_price = 0.62, service_price = 0.80 }}]
+
 [uplinks.cec]
 base_url = "{base_url}"
 platform_operator_id = "MA5DA0053"
 request_timeout_s = {DEADLINE_S}
 retry_max_s = {RETRY_MAX_S}
-reply_echoes_seq = true
+{cec_lines}
 
 [ledger]
 path = "{directory}/ledger.db"
@@ -277,6 +283,15 @@ async def prefill(directory: Path, records: list[Record]) -> list[str]:
         return [(await ledger.append(rec)).id for rec in records]
     finally:
         await ledger.close()
+
+
+def start_service(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env["RUNTIME_DIRECTORY"] = str(config.parent)
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [*EVGW, "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -310,7 +325,7 @@ async def test_evgw_run_against_a_hostile_front(
         # a genuine answer to replay, captured through the front
         donor = tmp_path / "donor"
         donor.mkdir()
-        config = service_config(tmp_path, front.base_url)
+        config = service_config(tmp_path, front.base_url, "reply_echoes_seq = true")
         ids = await prefill(tmp_path, [on_connector(status_record(), n) for n in range(1, 5)])
         async with await Ledger.open(
             donor / "ledger.db", gateway_id="donor", key=GatewayKey.generate()
@@ -320,16 +335,8 @@ async def test_evgw_run_against_a_hostile_front(
             async with uplink:
                 assert await uplink.drain_once()
         front.set_mode("replay", STATUS)
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env["RUNTIME_DIRECTORY"] = str(tmp_path)
         log = tmp_path / "evgw.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [*EVGW, "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-            )
+        proc = start_service(config, log)
         try:
             for mode, answers in (
                 ("replay", 3), ("huge", 2), ("drip", 3), ("nest", 2), ("number", 2),

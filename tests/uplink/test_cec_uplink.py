@@ -183,16 +183,18 @@ async def test_busy_and_server_errors_are_retried(
     )  # the wrongly signed answer hid a success: resent, deduped
 
 
-async def test_4004_and_4003_park_with_an_alarm_without_blocking(
+async def test_4004_and_others_park_the_record_with_an_event_without_blocking(
     platform: PlatformServer, ledger: Ledger, clock: FakeClock
 ) -> None:
+    """4004 (and codes outside the table) park the record; 4003 parks the platform instead
+    (tests/uplink/test_cec_parking.py)."""
     uplink, _ = make_uplink(platform, ledger, clock)
     bad = await ledger.append(
         alarm_record(code=99)
     )  # not a Shenzhen alarm code: the platform says 4004
     refused = await ledger.append(event_record())
     good = await ledger.append(status_record())
-    platform.receiver.inject("ret", 4003, count=1, interface="notification_eventInfo")
+    platform.receiver.inject("ret", 4010, count=1, interface="notification_eventInfo")
     async with uplink:
         await drain(uplink)
         await drain(uplink)  # the parking alarms are records too (internal: not for T/CEC)

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from agent.uplink.base import LogLimiter, UplinkStats
+from agent.uplink.base import UplinkStats
 from agent.uplink.cec.binding import reply_problem
 from agent.uplink.cec.codec import (
     RECORD_ID_HEADER,
@@ -43,6 +43,7 @@ from agent.uplink.cec.codec import (
     seal_request,
 )
 from agent.uplink.cec.settings import CecSettings
+from agent.uplink.log_limit import LogLimiter
 
 log = logging.getLogger("agent.uplink.cec")
 
@@ -79,7 +80,7 @@ class CecClient:
         self.settings = settings
         self.refused: Counter[str] = Counter()
         """Unusable answers by problem (``evgw status``: ``answers_refused``)."""
-        self.log_limiter = LogLimiter()
+        self.log_limiter = LogLimiter(log)
         self._stats = stats
         self._clock = clock
         self._secrets = settings.secrets()

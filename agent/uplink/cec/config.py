@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import msgspec
 
@@ -25,6 +25,8 @@ CecInterface = Literal[
 ]
 
 ALL_CEC_INTERFACES: tuple[str, ...] = CecInterface.__args__  # type: ignore[attr-defined]
+RETRIED_CODES: Final = frozenset({0, -1, 500, 4001, 4002})
+"""``Ret`` codes with their own handling, never a reason to park (spec §10.1)."""
 
 
 class CecSection(Section, kw_only=True):
@@ -46,6 +48,15 @@ class CecSection(Section, kw_only=True):
     status_interval_s: Annotated[float, Meta(ge=5, le=3600)] = 50.0
     retry_max_s: Annotated[float, Meta(ge=1, le=3600)] = 300.0
     batch_size: Annotated[int, Meta(ge=1, le=1000)] = 50
+    probe_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
+    """While the platform is parked (``park_peer_on``), one probe this often."""
+    park_peer_on: list[Annotated[int, Meta(ge=-1, le=99999)]] = msgspec.field(
+        default_factory=lambda: [4003]
+    )
+    """``Ret`` codes that park the whole platform (probe, then resume in order); any other
+    refusal but -1, 500, 4001 and 4002 parks only the record."""
+    link_alarm_after_s: Annotated[float, Meta(ge=10, le=86400)] = 300.0
+    """Alarm 27 (back-end communication fault) after the platform failed this long."""
     iv_equals_key: bool = False
     """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
     accept_lowercase_sig: bool = False
@@ -65,6 +76,12 @@ def cross_check(config: Config, cec: CecSection) -> list[str]:
                 f"equipment[{i}].manufacturer_id: the city platform requires the "
                 f"manufacturer's 9-character organisation code, found {e.manufacturer_id!r}"
             )
+    retried = sorted(set(cec.park_peer_on) & RETRIED_CODES)
+    if retried:
+        problems.append(
+            f"uplinks.cec.park_peer_on: {retried} cannot park the platform: 0 is success, "
+            "-1 and 500 are retried, 4001 and 4002 have their own handling"
+        )
     twice = sorted(name for name, n in Counter(cec.interfaces).items() if n > 1)
     if twice:
         problems.append(f"uplinks.cec.interfaces: listed twice: {twice}")

@@ -40,6 +40,11 @@ class CecSettings:
     """The platform echoes ``TimeStamp`` and ``Seq`` inside its signed reply ``Data``: an
     answer without them, or with another request's, is refused."""
     batch_size: int = default_of(CecSection, "batch_size")
+    probe_interval_s: float = default_of(CecSection, "probe_interval_s")
+    park_peer_on: frozenset[int] = frozenset(default_of(CecSection, "park_peer_on"))
+    link_alarm_after_s: float = default_of(CecSection, "link_alarm_after_s")
+    connectors: tuple[tuple[str, str], ...] = ()
+    """(EquipmentID, ConnectorID) of every connector: where alarm 27 is raised."""
     lanes_in_parallel: int = 4
     poll_s: float = 1.0
     charge_status_interval_s: float = default_of(CecSection, "status_interval_s")

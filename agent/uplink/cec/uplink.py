@@ -1,40 +1,49 @@
 """The T/CEC 102 uplink: ledger records → city platform notifications over HTTPS.
 
 One loop reads the next batch after the ``cec`` cursor, maps each record to its notification
-(:mod:`agent.uplink.cec.mapping`), sends the records of each connector strictly in order
-(connectors in parallel, one pooled HTTP/1.1 connection each), and acknowledges the batch
-once every record in it got ``Ret 0`` or was parked:
+(:mod:`agent.uplink.cec.mapping`) and acknowledges the batch once every record in it was
+accepted or parked:
 
+- **registration first**: the batch's ``identity`` records go before anything else, and no
+  connector lane sends until the station's current identity is accepted (at every start the
+  newest identity is confirmed once); a record answered ``Status 1`` (discarded) is sent
+  again once after a re-registration, then parked with the reason;
+- then the records of each connector strictly in order, connectors in parallel over pooled
+  keep-alive connections;
 - transport errors, non-200, answers that are late, too long, unreadable, badly signed or
   not bound to their request (:mod:`agent.uplink.cec.client`), ``Ret -1`` and ``Ret 500``
   are retried forever with capped, fully jittered backoff;
-- ``Ret 4002``: drop the token, fetch a new one, resend once; a second 4002 alarms and backs
-  off (the record stays queued);
-- ``Ret 4001`` (our Sig refused) is a configuration problem that affects every record: alarm
-  and back off, never park;
-- ``Ret 4003``, ``4004`` and any other code park the record in the ledger with the reason and
-  append an ``event`` record (``uplink_record_parked``) so the operator sees it; later
-  records are not blocked.
+- ``Ret 4002``: a new token, resend once; a second 4002 backs off (the record stays queued);
+- ``Ret 4001`` (our Sig refused): back off, never park, and alarm 27 at once;
+- a code in ``park_peer_on`` (4003) parks the **platform** (:mod:`agent.uplink.cec.peer`):
+  probes every ``probe_interval_s``, then the queue resumes in order;
+- ``Ret 4004`` and any other code park the **record** with the platform's message and an
+  ``uplink_record_parked`` event; ``evgw uplink resend`` releases it
+  (:mod:`agent.uplink.cec.resend`).
 
-The timed pushes (live session samples, daily reconciliation) are in
-:mod:`agent.uplink.cec.periodic`.
+Alarm 27 is raised when the platform has failed for ``link_alarm_after_s`` and cleared when
+it accepts again. The timed pushes are in :mod:`agent.uplink.cec.periodic`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from agent.records.bodies import BodyError, EventBody, body_to_dict, decode_body
+from agent.records.bodies import AlarmBody, BodyError, EventBody, body_to_dict, decode_body
 from agent.records.envelope import Record, StoredRecord, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
+from agent.uplink.cec import parking
 from agent.uplink.cec.client import Answer, CecClient, Unusable
-from agent.uplink.cec.mapping import MappingContext, Notification, notification_for
+from agent.uplink.cec.mapping import STATION_INFO, MappingContext, Notification, notification_for
+from agent.uplink.cec.peer import LinkWatch, PeerGate
 from agent.uplink.cec.periodic import CecCounters, Periodic
+from agent.uplink.cec.resend import Resender
 from agent.uplink.cec.settings import CecSettings
 from agent.uplink.cec.token import TokenManager, TokenUnavailable
 from agent.uplink.retry import Backoff, RetryState
@@ -45,6 +54,16 @@ if TYPE_CHECKING:
 __all__ = ["CecSettings", "CecUplink"]
 
 log = logging.getLogger(__name__)
+
+LINK_ALARM_CODE = 27
+"""Shenzhen AlarmCode 27: back-end communication fault (后台通讯故障), type 1, level 3."""
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DISCARDED = "discarded"
+    """``Ret 0`` with ``Status 1``: the platform dropped it (not retried by the standard)."""
+    PARKED = "parked"
 
 
 class CecUplink:
@@ -65,7 +84,9 @@ class CecUplink:
         self.counters = CecCounters()
         self._ledger = ledger
         self._clock = clock
-        self._sleep = sleep
+
+        self.sleep = sleep
+        """How the uplink sleeps (injected by tests)."""
         self._rng = rng or random.Random()
         self._backoff = Backoff(settings.retry_initial_s, settings.retry_cap_s)
         self._ctx = MappingContext(
@@ -76,6 +97,12 @@ class CecUplink:
         )
         self.client = CecClient(settings, self.stats, clock)
         self.tokens = TokenManager(self.client.fetch_token, clock, settings.token_retry_s)
+        self.peer = PeerGate()
+        self.link = LinkWatch(settings.link_alarm_after_s)
+        self.registered = STATION_INFO not in settings.interfaces
+        self.parked_now = 0
+        """Records parked for this uplink in the ledger (kept up to date as they change)."""
+        self._parked_identities: set[int] = set()
         self.periodic = Periodic(
             settings.interfaces,
             settings.charge_status_interval_s,
@@ -84,16 +111,31 @@ class CecUplink:
             self._one_shot,
             self.counters,
         )
+        self.resender = Resender(self, ledger)
 
     def status(self) -> dict[str, Any]:
-        """Counters, refused answers by problem, how long the current token stays valid."""
+        """Counters, registration and peer state, refused answers, the token's life left."""
         token = self.tokens.token
         valid_s = round(token.expires_at - self._clock()) if token is not None else None
         return {
             **self.stats.as_dict(),
+            "parked_now": self.parked_now,
+            "registered": self.registered,
+            "peer": "open" if self.peer.is_open else "parked",
+            "peer_parked_reason": self.peer.reason,
+            "link_alarm": self.link.raised,
             "token_valid_s": valid_s,
             "answers_refused": dict(self.client.refused),
         }
+
+    async def parked_records(self) -> dict[str, Any]:
+        """``evgw uplink parked``: the records parked for this uplink, with the reasons."""
+        return await self.resender.parked()
+
+    async def resend(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``evgw uplink resend``: release and queue the selected records (ValueError if the
+        selection is wrong); the loop sends them and records the outcome as an event."""
+        return await self.resender.request(request)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,7 +158,9 @@ class CecUplink:
 
     async def _drain_forever(self) -> None:
         self.stats.backlog = await self._ledger.backlog(self.name)
+        self.parked_now = await parking.parked_count(self._ledger, self.name)
         while True:
+            await self.resender.run_pending()
             if not await self.drain_once():
                 await self._ledger.wait_appended(self._ledger.last_seq, self.settings.poll_s)
 
@@ -126,61 +170,131 @@ class CecUplink:
         if not batch:
             self.stats.backlog = await self._ledger.backlog(self.name)
             return False
-        await self._deliver_batch(batch)
+        await self._deliver_batch(list(batch))
         await self._ledger.ack(self.name, batch[-1].seq)
         self.stats.acked += len(batch)
         self.stats.backlog = await self._ledger.backlog(self.name)
         return True
 
-    # -- batches and lanes -------------------------------------------------------------------
+    # -- batches, registration, lanes --------------------------------------------------------
 
     async def _deliver_batch(self, batch: list[StoredRecord]) -> None:
-        lanes: dict[str, list[tuple[StoredRecord, Notification]]] = {}
-        for record in batch:
-            try:
-                note = notification_for(record, self._ctx)
-            except BodyError as exc:
-                await self._park(record, f"record body breaks its schema: {exc}")
-                continue
-            if note is None or note.interface not in self.settings.interfaces:
-                continue
-            lanes.setdefault(note.lane, []).append((record, note))
+        for record in (r for r in batch if r.kind == "identity"):
+            outcome = await self.deliver(record)
+            if outcome is Outcome.PARKED:
+                self._parked_identities.add(record.seq)
+            if outcome is not None:
+                self.registered = outcome is Outcome.ACCEPTED
+        await self._register()
+        rest = [r for r in batch if r.kind != "identity"]
+        lanes: dict[str, list[StoredRecord]] = {}
+        for record in rest:
+            lane = record.connector_id or record.equipment_id or "station"
+            lanes.setdefault(lane, []).append(record)
         gate = asyncio.Semaphore(max(1, self.settings.lanes_in_parallel))
+        discarded: list[StoredRecord] = []
 
-        async def run_lane(items: list[tuple[StoredRecord, Notification]]) -> None:
+        async def run_lane(records: list[StoredRecord]) -> None:
             async with gate:
-                for record, note in items:
-                    await self._deliver(record, note)
+                for record in records:
+                    if await self.deliver(record) is Outcome.DISCARDED:
+                        discarded.append(record)
 
-        await asyncio.gather(*(run_lane(items) for items in lanes.values()))
-        for record in batch:
+        await asyncio.gather(*(run_lane(records) for records in lanes.values()))
+        if discarded:
+            await self._deliver_discarded(sorted(discarded, key=lambda r: r.seq))
+        for record in rest:
             if record.kind == "connector_status" and record.connector_id:
                 body = decode_body("connector_status", record.body)
                 self.counters.live[record.connector_id] = (parse_iso_ts(record.ts), body)
 
-    async def _deliver(self, record: StoredRecord, note: Notification) -> None:
-        """Send one notification until it is acknowledged or parked."""
+    async def _register(self) -> None:
+        """Until the station's newest identity is accepted (nothing to do if it is)."""
+        while not self.registered:
+            newest = await self._ledger.find("identity", newest_first=True, limit=1)
+            if not newest:
+                self.registered = True
+                return
+            record = newest[0]
+            outcome = await self.deliver(record, park=record.seq not in self._parked_identities)
+            if outcome is Outcome.ACCEPTED or outcome is None:
+                self.registered = True
+                return
+            if outcome is Outcome.PARKED:
+                self._parked_identities.add(record.seq)
+            reason = f"station not registered: identity {record.id} {outcome.value}"
+            self.stats.error(reason, self._clock())
+            self._link_failing(reason)
+            await self.resender.nap(self.settings.probe_interval_s)
+            await self.resender.run_pending()
+
+    async def _deliver_discarded(self, records: list[StoredRecord]) -> None:
+        """Re-register, send each discarded record once more, park what is dropped again."""
+        self.registered = False
+        await self._register()
+        for record in records:
+            if await self.deliver(record) is Outcome.DISCARDED:
+                await self._park(
+                    record, "discarded by the platform (Status 1), again after re-registration"
+                )
+
+    async def deliver(self, record: StoredRecord, *, park: bool = True) -> Outcome | None:
+        """Send one record until accepted, discarded or parked; None: not for this platform."""
+        try:
+            note = notification_for(record, self._ctx)
+        except BodyError as exc:
+            await self._park(record, f"record body breaks its schema: {exc}")
+            return Outcome.PARKED
+        if note is None or note.interface not in self.settings.interfaces:
+            return None
         self.stats.sent += 1
+        answer = await self._send(record, note)
+        what = f"{note.interface} {record.id}: Ret {answer.ret} {answer.msg!r}"
+        if answer.ret != 0:
+            if park:
+                await self._park(record, what)
+            return Outcome.PARKED
+        reply = answer.reply if isinstance(answer.reply, dict) else {}
+        if reply.get("ConfirmResult") not in (None, 0):
+            self.counters.disputed_orders += 1
+            log.warning("T/CEC %s: order ConfirmResult %s (disputed)", what, reply["ConfirmResult"])
+        if reply.get("Status") == 1:
+            self.counters.discarded += 1
+            log.warning("T/CEC %s: the platform answered Status 1 (discarded)", what)
+            return Outcome.DISCARDED
+        return Outcome.ACCEPTED
+
+    # -- one notification --------------------------------------------------------------------
+
+    async def _send(self, record: StoredRecord, note: Notification) -> Answer:
+        """Until a final answer: ``Ret 0`` or a code that parks the record."""
         retry = RetryState(self._backoff, self._rng)
         refreshed = False
+        probed: Answer | None = None
         while True:
-            token: str | None = None
-            try:
-                token = await self.tokens.get()
-                answer = await self.client.post(note.interface, note.data, token, note.record_id)
-            except (Unusable, TokenUnavailable) as exc:
-                problem = exc.problem if isinstance(exc, Unusable) else "token"
-                await self._wait_retry(
-                    retry, f"{note.interface}:{problem}", f"{note.interface} {record.id}: {exc}"
-                )
-                continue
+            if probed is not None:
+                answer, probed = probed, None
+            else:
+                await self.peer.wait_open()
+                token: str | None = None
+                try:
+                    token = await self.tokens.get()
+                    answer = await self.client.post(
+                        note.interface, note.data, token, note.record_id
+                    )
+                except (Unusable, TokenUnavailable) as exc:
+                    problem = exc.problem if isinstance(exc, Unusable) else "token"
+                    message = f"{note.interface} {record.id}: {exc}"
+                    await self._wait_retry(retry, f"{note.interface}:{problem}", message)
+                    continue
             if answer.ret == 0:
-                self._note_business_reply(note.interface, record.id, answer)
-                return
+                self._link_ok()
+                return answer
             what = f"{note.interface} {record.id}: Ret {answer.ret} {answer.msg!r}"
             key = f"{note.interface}:Ret {answer.ret}"
             if answer.ret == 4002:
-                self.tokens.invalidate(token)
+                if token is not None:
+                    self.tokens.invalidate(token)
                 if not refreshed:
                     refreshed = True
                     self.stats.retries += 1
@@ -190,59 +304,124 @@ class CecUplink:
             elif answer.ret in (-1, 500):
                 await self._wait_retry(retry, key, what)
             elif answer.ret == 4001:
-                hint = "the platform refused our Sig; check sig_secret (and key_as_iv)"
+                hint = "the platform refused our Sig: check sig_secret (and iv_equals_key)"
+                self._link_failing(f"{what}: {hint}", at_once=True)
                 await self._wait_retry(retry, key, f"{what}: {hint}")
+            elif answer.ret in self.settings.park_peer_on:
+                probed = await self._park_peer(note, what)  # None: another lane probes
+                token = None
             else:
-                await self._park(record, what)
-                return
+                return answer
+
+    async def _park_peer(self, note: Notification, what: str) -> Answer | None:
+        """Park the platform and probe until it answers otherwise; None if another lane did."""
+        now = self._clock()
+        if not self.peer.park(what, now):
+            return None  # the loop waits for the gate, then sends again
+        self.stats.error(f"platform parked: {what}", now)
+        log.error(
+            "T/CEC platform parked (%s); probing every %g s", what, self.settings.probe_interval_s
+        )
+        await self.record_event(
+            "uplink_peer_parked", f"{self.name} platform parked: {what}", reason=what
+        )
+        self._link_failing(what)
+        while True:
+            await self.sleep(self.settings.probe_interval_s)
+            try:
+                token = await self.tokens.get()
+                answer = await self.client.post(note.interface, note.data, token, note.record_id)
+            except (Unusable, TokenUnavailable) as exc:
+                self._link_failing(f"probe: {exc}")
+                continue
+            if answer.ret == 4002:
+                self.tokens.invalidate(token)
+                continue
+            if answer.ret in self.settings.park_peer_on:
+                self._link_failing(f"probe: Ret {answer.ret} {answer.msg!r}")
+                continue
+            break
+        self.peer.resume()
+        log.warning("T/CEC platform answers again (Ret %s): queue resumes", answer.ret)
+        await self.record_event(
+            "uplink_peer_resumed", f"{self.name} platform resumed after: {what}", reason=what
+        )
+        return answer
 
     async def _wait_retry(self, retry: RetryState, key: str, message: str) -> None:
         """Count, note and log (once a minute per ``key``) a failure, then back off."""
         self.stats.retries += 1
         now = self._clock()
         self.stats.error(message, now)
+        self._link_failing(message)
         delay = retry.next_delay()
         self.client.log_limiter.log(
-            log, logging.WARNING, key, now, "T/CEC retry in %.1f s: %s", delay, message
+            logging.WARNING, key, "T/CEC retry in %.1f s: %s", delay, message
         )
-        await self._sleep(delay)
+        await self.sleep(delay)
 
-    def _note_business_reply(self, interface: str, record_id: str, answer: Answer) -> None:
-        reply = answer.reply
-        if not isinstance(reply, dict):
-            return
-        if reply.get("Status") == 1:
-            self.counters.discarded += 1
-            log.info(
-                "T/CEC %s %s: platform answered Status 1 (discarded, not retried)",
-                interface,
-                record_id,
-            )
-        if reply.get("ConfirmResult") not in (None, 0):
-            self.counters.disputed_orders += 1
-            log.warning(
-                "T/CEC %s %s: order ConfirmResult %s (disputed)",
-                interface,
-                record_id,
-                reply["ConfirmResult"],
+    # -- alarm 27, parking, events -----------------------------------------------------------
+
+    def _link_failing(self, reason: str, *, at_once: bool = False) -> None:
+        if self.link.failing(self._clock(), reason, at_once=at_once):
+            self._link_alarm("raised", reason)
+
+    def _link_ok(self) -> None:
+        if self.link.ok():
+            self._link_alarm("cleared", "the platform accepts requests again")
+
+    def _link_alarm(self, status: Literal["raised", "cleared"], reason: str) -> None:
+        """Alarm 27 on every connector (the back-end link serves them all)."""
+        if status == "raised":
+            after = self.settings.link_alarm_after_s
+            message = f"T/CEC platform unreachable or refusing for {after:g} s or more: {reason}"
+            log.error("alarm 27 raised: %s", message)
+        else:
+            message = f"T/CEC platform back: {reason}"
+            log.warning("alarm 27 cleared: %s", message)
+        body = AlarmBody(
+            code=LINK_ALARM_CODE, type=1, level=3, status=status, message=message[:255]
+        )
+        places: tuple[tuple[str | None, str | None], ...] = self.settings.connectors or (
+            (None, None),
+        )
+        for equipment_id, connector_id in places:
+            self._ledger.append_nowait(
+                Record(
+                    kind="alarm",
+                    ts=iso_ts(self._clock()),
+                    station_id=self.settings.station_id,
+                    equipment_id=equipment_id,
+                    connector_id=connector_id,
+                    body=body_to_dict(body),
+                )
             )
 
     async def _park(self, record: StoredRecord, reason: str) -> None:
         await self._ledger.park(self.name, record.seq, reason)
         self.stats.parked += 1
+        self.parked_now += 1
         self.stats.error(f"parked {record.id}: {reason}", self._clock())
         log.error("T/CEC parked %s (%s): %s", record.id, record.kind, reason)
-        event = EventBody(
-            event="uplink_record_parked",
-            message=f"{self.name} uplink parked record {record.id}: {reason}"[:255],
-            details={"uplink": self.name, "seq": record.seq, "kind": record.kind, "reason": reason},
+        await self.record_event(
+            "uplink_record_parked",
+            f"{self.name} uplink parked record {record.id}: {reason}",
+            seq=record.seq,
+            kind=record.kind,
+            reason=reason,
+        )
+
+    async def record_event(self, event: str, message: str, **details: Any) -> None:
+        """An ``event`` record about this uplink (parking, resends) in the ledger."""
+        body = EventBody(
+            event=event, message=message[:255], details={"uplink": self.name, **details}
         )
         await self._ledger.append(
             Record(
                 kind="event",
                 ts=iso_ts(self._clock()),
                 station_id=self.settings.station_id,
-                body=body_to_dict(event),
+                body=body_to_dict(body),
             )
         )
 
@@ -250,9 +429,12 @@ class CecUplink:
 
     async def _ticker(self) -> None:
         while True:
-            await self._sleep(self.settings.charge_status_interval_s)
+            await self.sleep(self.settings.charge_status_interval_s)
             try:
-                await self.periodic.tick(self._clock())
+                if self.link.check(self._clock()):
+                    self._link_alarm("raised", self.link.reason)
+                if self.peer.is_open and self.registered:
+                    await self.periodic.tick(self._clock())
             except Exception:  # a bug in a periodic push must not stop record delivery
                 log.exception("T/CEC periodic push failed")
 
