@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from agent.billing.config import cross_check as tariff_problems
 from agent.config.errors import ConfigError
 from agent.config.schema import DEFAULT_PROFILE_DIR, Config, MeterProfilesSection, MeterSection
 from agent.config.toml_input import parse_toml
@@ -232,6 +233,8 @@ def cross_check(config: Config) -> list[str]:
         problems.append(f"can_buses: interface and channel {dup!r} are used more than once")
     for plugin, section in enabled_uplinks(config):
         problems += plugin.cross_check(config, section)
+    billing = any(plugin.needs_money for plugin, _section in enabled_uplinks(config))
+    problems += tariff_problems(config, city_platform=billing)
     return problems
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from agent.billing.config import TariffSection
 from agent.config.section import (
     Baud,
     CanBitrate,
@@ -61,6 +62,8 @@ class StationSection(Section, kw_only=True):
     park_nums: Annotated[int, Meta(ge=0)] = 0
     lng: Annotated[float, Meta(ge=-180, le=180)] = 0.0
     lat: Annotated[float, Meta(ge=-90, le=90)] = 0.0
+    timezone: NonEmpty = "Asia/Shanghai"
+    """Wall time of tariff periods and of the times sent to the city platform (IANA name)."""
 
 
 class ConnectorSection(Section, kw_only=True):
@@ -75,6 +78,8 @@ class ConnectorSection(Section, kw_only=True):
     national_standard: Literal[1, 2] = 2
     """1 = GB/T 2011, 2 = GB/T 2015."""
     park_no: Annotated[str, Meta(max_length=10)] = ""
+    tariff: str | None = None
+    """The ``[[tariffs]]`` id billing this connector; None: the default tariff."""
 
 
 class EquipmentSection(Section, kw_only=True):
@@ -205,6 +210,7 @@ class Config(Section, kw_only=True):
     meters: list[MeterSection] = msgspec.field(default_factory=list)
     meter_profiles: MeterProfilesSection = msgspec.field(default_factory=MeterProfilesSection)
     can_buses: list[CanBusSection] = msgspec.field(default_factory=list)
+    tariffs: list[TariffSection] = msgspec.field(default_factory=list)
     uplinks: UplinksSection = msgspec.field(default_factory=UplinksSection)
     ledger: LedgerSection = msgspec.field(default_factory=LedgerSection)
     sampling: SamplingSection = msgspec.field(default_factory=SamplingSection)

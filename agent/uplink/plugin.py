@@ -62,6 +62,8 @@ class UplinkPlugin:
     """(config, its section, its secrets, the ledger) → the uplink the service supervises."""
     check: Callable[[Config, Any, Any], Awaitable[list[CheckResult]]]
     """``evgw check``'s step: talk to the platform once, OK/WARN/FAIL lines with hints."""
+    needs_money: bool = False
+    """Whether the orders it sends must carry money: then every connector needs a tariff."""
     warnings: Callable[[Config, Any], list[str]] = lambda _config, _section: []
     """Settings that work but deserve a second look (plaintext to a public address), shown by
     ``evgw config check`` and ``evgw check`` and logged at start; never a refusal."""

@@ -13,6 +13,12 @@ from agent.config.load import load_config, parse_config
 from agent.config.resources import read_resource
 from agent.config.secrets import load_secrets
 
+TARIFF = (
+    '[[tariffs]]\nid = "std"\ndefault = true\n'
+    'periods = [{ start = "00:00", type = "flat", elec_price = 0.62, service_price = 0.8 }]\n'
+)
+"""One default tariff: a config with the city platform on needs money for every order."""
+
 BASE = """
 [gateway]
 gateway_id = "gw-1"
@@ -323,7 +329,11 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 # --- secrets -------------------------------------------------------------------------------
 
-CEC = '[uplinks.cec]\nbase_url = "https://x/"\nplatform_operator_id = "MA5GOV001"\n\n[[can_buses]]'
+CEC = (
+    '[uplinks.cec]\nbase_url = "https://x/"\nplatform_operator_id = "MA5GOV001"\n\n'
+    + TARIFF
+    + "\n[[can_buses]]"
+)
 GOOD_SECRETS = """
 [mqtt]
 username = "user-1"

@@ -97,6 +97,11 @@ tls = false
 base_url = "{cec_url}"
 platform_operator_id = "MA5GOV001"
 
+[[tariffs]]
+id = "std"
+default = true
+periods = [{{ start = "00:00", type = "flat", elec_price = 0.62, service_price = 0.8 }}]
+
 [ledger]
 path = "{dir}/ledger.db"
 key_path = "{dir}/gateway.key"
