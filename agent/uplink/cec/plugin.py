@@ -69,6 +69,14 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         interfaces=frozenset(c.interfaces),
         timeout_s=c.request_timeout_s,
         batch_size=c.batch_size,
+        probe_interval_s=c.probe_interval_s,
+        park_peer_on=frozenset(c.park_peer_on),
+        link_alarm_after_s=c.link_alarm_after_s,
+        connectors=tuple(
+            (e.equipment_id, conn.connector_id) for e in config.equipment for conn in e.connectors
+        ),
+        max_response_bytes=c.max_response_bytes,
+        reply_echoes_seq=c.reply_echoes_seq,
         charge_status_interval_s=c.status_interval_s,
         retry_cap_s=c.retry_max_s,
         key_as_iv=c.iv_equals_key,
