@@ -1,0 +1,1 @@
+"""Operating a gateway from afar: diagnostics archives, signed software updates."""
