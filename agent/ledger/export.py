@@ -45,7 +45,16 @@ def open_for_reading(path: Path) -> sqlite3.Connection:
         raise UserError(f"ledger {path} does not exist (check --ledger or ledger.path)")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         meta = read_meta(conn)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "locked" in str(exc):
+            raise UserError(
+                f"{path} is locked by the service (it opened the ledger on a full disk, with "
+                "its WAL index in memory); free space and restart it, or work on a copy"
+            ) from exc
+        raise UserError(f"{path} is not a readable evgw ledger: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise UserError(f"{path} is not a readable evgw ledger: {exc}") from exc

@@ -41,7 +41,8 @@ from agent.ledger.state import State
 from agent.ledger.store import DATA_EXPR, ensure_table
 from agent.records.envelope import Record, iso_ts
 
-TAIL_RECORDS: Final = 1000
+TAIL_RECORDS: Final = 256
+"""Records whose hash and link the start-up check verifies (the background check does all)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,146 @@
+"""Ledger start-up time at any size (issue 15 §6): open a ~1 GB ledger from a cold page cache
+against an empty one.
+
+Run as root (to drop the page cache): ``.venv/bin/python bench/ledger_startup.py [--size-mb N]
+[--dir DIR] [--keep]``
+
+Each measurement is a fresh process: ``sync``, ``echo 3 > /proc/sys/vm/drop_caches``, then
+the process imports evgw and times ``Ledger.open`` (header check, SQLite's WAL recovery, the
+chain's tail against the state file, the newest checkpoints). Goals: the big ledger opens in
+at most 2 s and at most 1.5 times the empty one's time. The full integrity check that then
+runs in the background is timed too (it reads the whole file, at idle priority).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.ledger import GatewayKey, Ledger
+from agent.ledger.store import size_on_disk
+from agent.records.envelope import Record
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = 3
+_CHILD = """
+import asyncio, json, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from agent.ledger import GatewayKey, Ledger
+
+async def main():
+    key = GatewayKey.load(Path({key!r}))
+    start = time.perf_counter()
+    ledger = await Ledger.open(Path({path!r}), gateway_id=None, key=key, integrity_delay_s={delay})
+    opened = time.perf_counter() - start
+    check = None
+    if {delay} is not None:
+        result = await ledger.integrity_checked()
+        check = result.seconds if result is not None else None
+    await ledger.close()
+    print(json.dumps({{"open_s": opened, "check_s": check, "last_seq": ledger.last_seq}}))
+
+asyncio.run(main())
+"""
+
+
+def sample(n: int) -> Record:
+    return Record(
+        kind=("meter_sample", "bms_process", "connector_status", "charge_order")[n % 4],
+        ts="2026-03-01T10:00:00.000Z",
+        station_id="4403000001",
+        equipment_id="EQ0001",
+        connector_id=f"EQ0001-{n % 2 + 1}",
+        body={
+            "meter_id": "M1",
+            "power_kw": 59.8 + (n % 100) / 10,
+            "energy_kwh": 10432.25 + n / 100,
+            "session_id": f"S{n // 5000:06d}",
+            "note": "x" * 300,
+        },
+    )
+
+
+async def build(path: Path, key: GatewayKey, size_mb: int) -> None:
+    ledger = await Ledger.open(path, gateway_id="BENCH-GW", key=key, integrity_delay_s=None)
+    n = ledger.last_seq
+    while size_on_disk(path) < size_mb * 1024 * 1024:
+        for _ in range(20_000):
+            ledger.append_nowait(sample(n))
+            n += 1
+        await ledger.flush()
+        await ledger.checkpoint()
+    await ledger.close()
+
+
+def cold_open(path: Path, key_path: Path, *, check: bool) -> dict[str, float]:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    code = _CHILD.format(
+        root=str(ROOT), key=str(key_path), path=str(path), delay="0" if check else "None"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - start
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="size of the big ledger")
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp/evgw-bench-startup"))
+    parser.add_argument("--keep", action="store_true", help="keep the ledgers for a next run")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root: the page cache is dropped before every open", file=sys.stderr)
+        return 2
+    args.dir.mkdir(parents=True, exist_ok=True)
+    key_path = args.dir / "gw.key"
+    if not key_path.exists():
+        GatewayKey.generate().save(key_path)
+    key = GatewayKey.load(key_path)
+    empty, big = args.dir / "empty.db", args.dir / "big.db"
+    if not empty.exists():
+        asyncio.run(build(empty, key, 0))
+    started = time.perf_counter()
+    if size_on_disk(big) < args.size_mb * 1024 * 1024 * 0.95:
+        asyncio.run(build(big, key, args.size_mb))
+    built = time.perf_counter() - started
+    rows = {}
+    for label, path in (("empty", empty), ("big", big)):
+        runs = [cold_open(path, key_path, check=False) for _ in range(RUNS)]
+        rows[label] = (
+            statistics.median(r["open_s"] for r in runs),
+            statistics.median(r["process_s"] for r in runs),
+            runs[0]["last_seq"],
+        )
+    check = cold_open(big, key_path, check=True)["check_s"]
+    (e_open, e_proc, _), (b_open, b_proc, b_seq) = rows["empty"], rows["big"]
+    print(f"ledger start-up from a cold page cache — {args.dir} (median of {RUNS})")
+    print(f"  big ledger: {size_on_disk(big) / 1048576:,.0f} MiB, {b_seq:,} records"
+          + (f" (built in {built:.0f} s)" if built > 1 else ""))  # fmt: skip
+    print(f"  {'':<22}{'Ledger.open':>14}{'process start→open':>22}")
+    print(f"  {'empty ledger':<22}{e_open:>13.3f}s{e_proc:>21.3f}s")
+    print(f"  {'big ledger':<22}{b_open:>13.3f}s{b_proc:>21.3f}s")
+    print(f"  ratio big / empty: open {b_open / e_open:.2f}, process {b_proc / e_proc:.2f} "
+          "(goal <= 1.5; big open <= 2 s)")  # fmt: skip
+    print(f"  background integrity check of the big ledger: {check:.1f} s")
+    if not args.keep:
+        for path in args.dir.iterdir():
+            path.unlink()
+        args.dir.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
