@@ -3,6 +3,8 @@ every part is in the archive, and no value of the secrets file appears anywhere 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -13,19 +15,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import EVGW, Rig, build_rig, ledger_records, wait_until
+from tests.e2e.helpers import (
+    EVGW,
+    STATION_ID,
+    TOPIC_PREFIX,
+    Rig,
+    build_rig,
+    ledger_records,
+    wait_until,
+)
+from tests.ops.platform import CommandClient, PlatformKey
 
 MQTT_SECRETS = '\n[mqtt]\nusername = "diag-user-0042"\npassword = "pw-Zq8!diag-secret"\n'
 
 
+PLATFORM = PlatformKey()
+
+
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     rig = build_rig(tmp_path / "rig", 1)
     secrets = rig.directory / "secrets.toml"
     secrets.write_text(secrets.read_text() + MQTT_SECRETS)
     # a careless comment in the config must not leak either
     password = tomllib.loads(MQTT_SECRETS)["mqtt"]["password"]
-    rig.config.write_text(rig.config.read_text() + f"\n# old broker password: {password}\n")
+    key = PLATFORM.save_public(rig.directory / "platform.pub")
+    text = rig.config.read_text().replace(
+        "[uplinks.mqtt]\n", f'[uplinks.mqtt]\ncommand_pubkey_file = "{key}"\n', 1
+    )
+    rig.config.write_text(text + f"\n# old broker password: {password}\n")
+    monkeypatch.setenv("EVGW_CONFIG", str(rig.config))  # as the unit sets it for the service
     try:
         yield rig
     finally:
@@ -38,6 +57,19 @@ def members(archive: bytes) -> dict[str, bytes]:
             m.name.split("/", 1)[1]: tar.extractfile(m).read()  # type: ignore[union-attr]
             for m in tar.getmembers()
         }
+
+
+def secret_values(rig: Rig) -> list[str]:
+    secrets = tomllib.loads((rig.directory / "secrets.toml").read_text())
+    values = [v for table in secrets.values() for v in table.values()]
+    assert len(values) == 6
+    return values
+
+
+def assert_no_secret(files: dict[str, bytes], values: list[str]) -> None:
+    for name, data in files.items():
+        for value in values:
+            assert value.encode() not in data, f"{name} carries a secret"
 
 
 def test_diag_archive_is_complete_and_has_no_secret(rig: Rig, tmp_path: Path) -> None:
@@ -83,12 +115,7 @@ def test_diag_archive_is_complete_and_has_no_secret(rig: Rig, tmp_path: Path) ->
     assert b"OK    config" in files["check.txt"]
 
     # the proof: no value of the secrets file, anywhere in the archive
-    secrets = tomllib.loads((rig.directory / "secrets.toml").read_text())
-    values = [v for table in secrets.values() for v in table.values()]
-    assert len(values) == 6
-    for name, data in files.items():
-        for value in values:
-            assert value.encode() not in data, f"{name} carries a secret"
+    assert_no_secret(files, secret_values(rig))
     assert b"# old broker password: ***" in files["config.toml"]
 
     # the same archive on stdout (what the MQTT diag command reads)
@@ -96,6 +123,41 @@ def test_diag_archive_is_complete_and_has_no_secret(rig: Rig, tmp_path: Path) ->
         [*EVGW, "diag", "--config", str(rig.config), "--out", "-"], capture_output=True, timeout=120
     )
     assert piped.returncode == 0 and "status.json" in members(piped.stdout)
+
+
+def test_mqtt_diag_command_publishes_the_archive_in_bounded_parts(rig: Rig) -> None:
+    rig.agent.start()
+    rig.agent.wait_ready(rig.connectors)
+    client = CommandClient(rig.broker.port, f"{TOPIC_PREFIX}/{STATION_ID}")
+    try:
+        args = {"chunk_bytes": 1024, "records": 2}
+        first = client.ask("diag", PLATFORM.command(STATION_ID, "diag", "d-0", args), "d-0")
+        assert first["ok"] is True, first
+        result = first["result"]
+        assert result["parts"] > 1 and len(base64.b64decode(result["data"])) == 1024
+        pieces = [base64.b64decode(result["data"])]
+        for part in range(1, result["parts"]):
+            cid = f"d-{part}"
+            more = {"archive": result["archive"], "part": part, "chunk_bytes": 1024}
+            reply = client.ask("diag", PLATFORM.command(STATION_ID, "diag", cid, more), cid)
+            assert reply["ok"] is True, reply
+            pieces.append(base64.b64decode(reply["result"]["data"]))
+        archive = b"".join(pieces)
+        assert len(archive) == result["size"]
+        assert hashlib.sha256(archive).hexdigest() == result["archive"]
+        files = members(archive)
+        assert "status.json" in files and "records/connector_status.jsonl" in files
+        assert_no_secret(files, secret_values(rig))
+        # bad input: refused with the reason, the service untouched
+        bad = {"archive": "0" * 64, "part": 0}
+        reply = client.ask("diag", PLATFORM.command(STATION_ID, "diag", "d-x", bad), "d-x")
+        assert reply["ok"] is False and "no archive" in reply["error"]
+        huge = {"chunk_bytes": 10_000_000}
+        reply = client.ask("diag", PLATFORM.command(STATION_ID, "diag", "d-y", huge), "d-y")
+        assert reply["ok"] is False and "chunk_bytes 10000000 outside" in reply["error"]
+        assert rig.agent.proc is not None and rig.agent.proc.poll() is None
+    finally:
+        client.close()
 
 
 def test_diag_bad_input_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,14 +16,19 @@ arguments. Replies go to ``{prefix}/{station_id}/reply/<name>``::
 Commands: ``status`` (uplink counters, cursor, backlog, checkpoint), ``bms_query``
 (``session_id``: the battery-process records of a charging session, with the checkpoint
 covering them), ``resend`` (``from_seq``, ``limit``: publish records again from a seq,
-without moving the cursor).
+without moving the cursor), ``diag`` (the ``evgw diag`` archive, one bounded Base64 part per
+reply: the first call builds it, later calls name its ``archive`` hash and a ``part``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -72,10 +77,25 @@ class _StatusArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
+class _DiagArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    archive: str | None = None
+    """The hash of an archive built by an earlier call; None builds a new one."""
+    part: int = 0
+    chunk_bytes: int = 65_536
+    records: int = 20
+
+
+DIAG_CHUNK_RANGE: Final = (1024, 262_144)
+DIAG_KEEP_S: Final = 600.0
+"""How long a built archive stays available for its later parts."""
+DIAG_TIMEOUT_S: Final = 120.0
+
+
 ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "status": _StatusArgs,
     "bms_query": _BmsQueryArgs,
     "resend": _ResendArgs,
+    "diag": _DiagArgs,
 }
 
 
@@ -128,6 +148,7 @@ class CommandHandler:
                 raise ValueError(str(exc)) from None
         self.accepted = 0
         self.refused = 0
+        self._diag: tuple[str, bytes, float] | None = None
 
     async def handle(self, topic: str, payload: bytes) -> CommandReply | None:
         prefix = f"{self.settings.base_topic}/cmd/"
@@ -213,6 +234,24 @@ class CommandHandler:
             raise _Refused(f"command id {command.id!r} was already used (replay)")
         self._seen.add(command.id, now)
 
+    async def _diag_part(self, args: _DiagArgs) -> dict[str, Any]:
+        low, high = DIAG_CHUNK_RANGE
+        if not low <= args.chunk_bytes <= high:
+            raise _Refused(f"chunk_bytes {args.chunk_bytes} outside {low}..{high}")
+        if not 0 <= args.records <= 1000:
+            raise _Refused(f"records {args.records} outside 0..1000")
+        now = self._clock()
+        if self._diag is not None and now - self._diag[2] > DIAG_KEEP_S:
+            self._diag = None
+        if args.archive is None:
+            data = await build_diag_archive(args.records)
+            self._diag = (hashlib.sha256(data).hexdigest(), data, now)
+        elif self._diag is None or self._diag[0] != args.archive:
+            raise _Refused(f"no archive {args.archive[:64]!r} (expired?): ask for a new one")
+        assert self._diag is not None
+        digest, data, _ = self._diag
+        return _diag_reply(digest, data, args.part, args.chunk_bytes)
+
     async def _execute(self, name: str, args: msgspec.Struct) -> Any:
         ledger = self._ledger
         if isinstance(args, _StatusArgs):
@@ -233,6 +272,8 @@ class CommandHandler:
                 "records": records,
                 "checkpoint": await ledger.checkpoint(),
             }
+        if isinstance(args, _DiagArgs):
+            return await self._diag_part(args)
         assert isinstance(args, _ResendArgs)
         if args.from_seq < 1 or args.from_seq > ledger.last_seq:
             raise _Refused(f"from_seq {args.from_seq} outside 1..{ledger.last_seq}")
@@ -246,7 +287,50 @@ class CommandHandler:
         }
 
 
+def _diag_reply(digest: str, data: bytes, part: int, chunk: int) -> dict[str, Any]:
+    parts = max(1, -(-len(data) // chunk))
+    if not 0 <= part < parts:
+        raise _Refused(f"part {part} outside 0..{parts - 1}")
+    piece = data[part * chunk : (part + 1) * chunk]
+    return {
+        "archive": digest,
+        "size": len(data),
+        "parts": parts,
+        "part": part,
+        "chunk_bytes": chunk,
+        "data": base64.b64encode(piece).decode("ascii"),
+    }
+
+
 def _bounded(limit: int) -> int:
     if not 1 <= limit <= MAX_RECORDS_PER_COMMAND:
         raise _Refused(f"limit {limit} outside 1..{MAX_RECORDS_PER_COMMAND}")
     return limit
+
+
+async def build_diag_archive(records: int) -> bytes:
+    """``evgw diag --out -`` in a child process (it reads ``$EVGW_CONFIG``, the service's
+    config, and asks this service's status socket like a technician would)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "diag",
+        "--out",
+        "-",
+        "--records",
+        str(records),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), DIAG_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise _Refused(f"evgw diag did not finish within {DIAG_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        reason = err.decode("utf-8", "replace").strip().splitlines()
+        raise _Refused(f"evgw diag failed: {reason[0] if reason else proc.returncode}")
+    return out
