@@ -59,6 +59,10 @@ def _meter_hint(meter: MeterSection, error: str) -> str:
     return METER_HINT
 
 
+def _where(meter: MeterSection) -> str:
+    return f"address {meter.address}" if meter.protocol == "dlt645" else f"unit {meter.unit_id}"
+
+
 async def check_meters(config: Config) -> list[CheckResult]:
     if not config.meters:
         return []
@@ -94,14 +98,14 @@ async def check_meters(config: Config) -> list[CheckResult]:
                     results.append(
                         fail(
                             name,
-                            f"{meter.profile} unit {meter.unit_id}: {error}",
+                            f"{meter.profile} {_where(meter)}: {error}",
                             _meter_hint(meter, error),
                         )
                     )
                     continue
                 energy = reading.energy_import_kwh
                 detail = (
-                    f"{meter.profile} unit {meter.unit_id}: {energy:.2f} kWh"
+                    f"{meter.profile} {_where(meter)}: {energy:.2f} kWh"
                     if energy is not None
                     else f"{meter.profile}: read"
                 )

@@ -27,6 +27,7 @@ from agent.config.errors import ConfigError
 from agent.config.schema import DEFAULT_PROFILE_DIR, Config, MeterProfilesSection, MeterSection
 from agent.config.toml_input import parse_toml
 from agent.uplink.registry import enabled_uplinks
+from drivers.dlt645.profile import load_dlt645_profiles
 from drivers.modbus.profile import load_profile_dirs
 from drivers.modbus.profile_check import ProfileError
 
@@ -117,6 +118,9 @@ def _list_item(tp: Any) -> Any | None:
 def _literal_choices(tp: Any) -> tuple[Any, ...] | None:
     if typing.get_origin(tp) is typing.Annotated:
         return _literal_choices(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # an optional choice
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _literal_choices(options[0]) if len(options) == 1 else None
     if typing.get_origin(tp) is typing.Literal:
         return typing.get_args(tp)
     return None
@@ -238,10 +242,10 @@ def cross_check(config: Config) -> list[str]:
     return problems
 
 
-def profile_names(section: MeterProfilesSection) -> tuple[list[str], list[str]]:
-    """The meter profile names a config may use (shipped + its ``[meter_profiles]`` folders),
-    and the problems with those folders: a missing folder other than the default, a broken
-    profile file (every problem of every file)."""
+def profile_names(section: MeterProfilesSection) -> tuple[dict[str, list[str]], list[str]]:
+    """The meter profile names a config may use per protocol (shipped + its
+    ``[meter_profiles]`` folders), and the problems with those folders: a missing folder
+    other than the default, a broken profile file (every problem of every file)."""
     problems: list[str] = []
     for i, folder in enumerate(section.dirs):
         if folder != DEFAULT_PROFILE_DIR and not Path(folder).is_dir():
@@ -249,12 +253,14 @@ def profile_names(section: MeterProfilesSection) -> tuple[list[str], list[str]]:
                 f"meter_profiles.dirs[{i}]: no folder {folder!r} (create it or remove it; only "
                 f"the default {DEFAULT_PROFILE_DIR} may be missing)"
             )
-    try:
-        return sorted(load_profile_dirs(section.dirs)), problems
-    except ProfileError as exc:
-        problems += [f"meter_profiles.dirs: {p}" for p in exc.problems]
-    stems = {p.stem for folder in section.dirs for p in Path(folder).glob("*.toml")}
-    return sorted(stems | set(load_profile_dirs(()))), problems
+    names: dict[str, list[str]] = {}
+    for protocol, load in (("modbus", load_profile_dirs), ("dlt645", load_dlt645_profiles)):
+        try:
+            names[protocol] = sorted(load(section.dirs))
+        except ProfileError as exc:
+            problems += [f"meter_profiles.dirs: {p}" for p in exc.problems]
+            names[protocol] = sorted(load(()))
+    return names, list(dict.fromkeys(problems))
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -264,21 +270,50 @@ def config_warnings(config: Config) -> list[str]:
     ]
 
 
+def _check_protocol(where: str, m: MeterSection, names: dict[str, list[str]]) -> list[str]:
+    """The profile exists for the meter's protocol; the protocol's own keys are there."""
+    problems: list[str] = []
+    known = names[m.protocol]
+    if m.profile not in known:
+        hint = difflib.get_close_matches(m.profile, known, n=1, cutoff=0.5)
+        suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+        other = next((p for p, n in names.items() if p != m.protocol and m.profile in n), None)
+        if other is not None:
+            suggestion = f'it is a {other} profile: set protocol = "{other}"; '
+        problems.append(
+            f"{where}.profile: no meter profile {m.profile!r} ({suggestion}known {m.protocol} "
+            f"profiles: {', '.join(known)})"
+        )
+    if m.protocol == "modbus":
+        if m.unit_id is None:
+            problems.append(f"{where}.unit_id: required key is missing")
+        if m.address is not None:
+            problems.append(f'{where}.address: only for protocol = "dlt645" (Modbus uses unit_id)')
+        return problems
+    if m.address is None:
+        problems.append(
+            f'{where}.address: required for protocol = "dlt645": the 12-digit address on the '
+            "meter's label (`evgw meter scan --protocol dlt645` reads it from a lone meter)"
+        )
+    if m.transport != "rtu":
+        problems.append(f'{where}.transport: DL/T 645 meters need transport = "rtu" (RS-485)')
+    for key in ("unit_id", "function"):
+        if getattr(m, key) is not None:
+            problems.append(f'{where}.{key}: only for protocol = "modbus"')
+    if m.options:
+        problems.append(f'{where}.options: only for protocol = "modbus"')
+    return problems
+
+
 def _check_meters(
     meters: list[MeterSection], connectors: dict[str, Any], profile_dirs: MeterProfilesSection
 ) -> list[str]:
-    profiles, problems = profile_names(profile_dirs)
+    names, problems = profile_names(profile_dirs)
     lines: dict[str, list[tuple[int, MeterSection]]] = {}
     mains = 0
     for i, m in enumerate(meters):
         where = f"meters[{i}]"
-        if m.profile not in profiles:
-            hint = difflib.get_close_matches(m.profile, profiles, n=1, cutoff=0.5)
-            suggestion = f"did you mean {hint[0]!r}? " if hint else ""
-            problems.append(
-                f"{where}.profile: no meter profile {m.profile!r} ({suggestion}known: "
-                f"{', '.join(profiles)})"
-            )
+        problems += _check_protocol(where, m, names)
         if m.role == "station_main":
             mains += 1
             if m.connector_id is not None:
@@ -316,6 +351,9 @@ def _check_meters(
                         f"{key} ({getattr(first, key)!r}) on the same line {line}; all meters on "
                         "one RS-485 line must use the same serial settings"
                     )
-        for dup in _duplicates(str(m.unit_id) for _, m in members):
+        modbus = [m for _, m in members if m.protocol == "modbus" and m.unit_id is not None]
+        for dup in _duplicates(str(m.unit_id) for m in modbus):
             problems.append(f"meters: unit_id {dup} is used twice on line {line}")
+        for dup in _duplicates(m.address for _, m in members if m.address is not None):
+            problems.append(f"meters: address {dup} is used twice on line {line}")
     return problems

@@ -101,13 +101,22 @@ class MeterSection(Section, kw_only=True):
     profile: NonEmpty
     """Meter model profile name, as listed by ``evgw meter profiles``."""
     transport: Literal["rtu", "tcp", "rtu_over_tcp"]
-    unit_id: UnitId
+    protocol: Literal["modbus", "dlt645"] = "modbus"
+    """``dlt645``: DL/T 645-2007 on an RS-485 line (``transport = "rtu"``), found by ``address``."""
+    unit_id: UnitId | None = None
+    """Modbus unit id (required for Modbus meters)."""
+    address: (
+        Annotated[str, Meta(pattern=r"^[0-9]{12}$", description="12 decimal digits (BCD)")] | None
+    ) = None
+    """DL/T 645 meter address, 12 digits as printed on the meter (required for dlt645)."""
     connector_id: str | None = None
     role: Literal["connector", "station_main"] = "connector"
     # RTU
     port: str | None = None
-    baud: Baud = 9600
-    parity: Literal["N", "E", "O"] = "N"
+    baud: Baud | None = None
+    """Default 9600 for Modbus, 2400 for DL/T 645 (the standard's custom)."""
+    parity: Literal["N", "E", "O"] | None = None
+    """Default ``N`` for Modbus, ``E`` for DL/T 645."""
     stop_bits: Literal[1, 2] = 1
     # TCP
     host: str | None = None
@@ -124,6 +133,18 @@ class MeterSection(Section, kw_only=True):
     options: dict[str, str] = msgspec.field(default_factory=dict)
     """Choices for the profile's disputed registers, as ``evgw meter scan`` settles them
     (e.g. ``{ energy_block = "0x4000" }``)."""
+    seal_interval_s: Annotated[float, Meta(ge=5, le=86400)] = 60.0
+    """How often identity, clock and event counters are read (DL/T 645 meters), besides
+    every session start and end."""
+    clock_drift_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    """A meter clock further than this from the gateway's is an alarm (DL/T 645 meters)."""
+
+    def __post_init__(self) -> None:
+        dlt645 = self.protocol == "dlt645"
+        if self.baud is None:
+            msgspec.structs.force_setattr(self, "baud", 2400 if dlt645 else 9600)
+        if self.parity is None:
+            msgspec.structs.force_setattr(self, "parity", "E" if dlt645 else "N")
 
 
 DEFAULT_PROFILE_DIR = "/etc/evgw/meters"

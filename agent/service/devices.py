@@ -28,7 +28,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.config.schema import Config, MeterSection
 from agent.station.inputs import BusActivity
+from drivers.dlt645.poller import Dlt645Poller, DltMeterSpec
+from drivers.dlt645.profile import DltProfile, load_dlt645_profiles
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
+from drivers.modbus.events import MeterClockDrift, MeterReplaced, MeterTamper, SealEvent
+from drivers.modbus.line import LineDiscipline
 from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging
 from drivers.modbus.poller import LinePoller, MeterSpec
 from drivers.modbus.profile import ProfileSet, load_profile_dirs
@@ -41,7 +45,8 @@ LineSpec = SerialLineSpec | TcpLineSpec
 
 def line_of(meter: MeterSection) -> LineSpec:
     if meter.transport == "rtu":
-        assert meter.port is not None  # the config cross-check guarantees it
+        # the config cross-check guarantees the port; the section fills in baud and parity
+        assert meter.port is not None and meter.baud is not None and meter.parity is not None
         return SerialLineSpec(
             port=meter.port,
             baud=meter.baud,
@@ -58,15 +63,21 @@ def line_of(meter: MeterSection) -> LineSpec:
     )
 
 
-def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
+def rated_power_w(meter: MeterSection, config: Config) -> float | None:
+    """The meter's rated power (its own, else its connector's) for plausibility checks."""
     rated_kw = meter.rated_power_kw
     if rated_kw is None and meter.connector_id is not None:
         rated_kw = config.connectors()[meter.connector_id][1].power_kw
+    return rated_kw * 1000 if rated_kw is not None else None
+
+
+def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
+    assert meter.unit_id is not None  # the config cross-check guarantees it for Modbus
     return MeterSpec(
         meter_id=meter.meter_id,
         unit_id=meter.unit_id,
         profile=meter.profile,
-        rated_power_w=rated_kw * 1000 if rated_kw is not None else None,
+        rated_power_w=rated_power_w(meter, config),
         poll_interval_s=meter.poll_interval_s,
         timeout_s=meter.timeout_s,
         retries=meter.retries,
@@ -76,22 +87,63 @@ def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
     )
 
 
-def meter_profiles(config: Config) -> ProfileSet[Profile]:
+@dataclass(frozen=True, slots=True)
+class MeterProfiles:
+    """The profiles meters may name, per protocol."""
+
+    modbus: ProfileSet[Profile]
+    dlt645: ProfileSet[DltProfile]
+
+
+def meter_profiles(config: Config) -> MeterProfiles:
     """The shipped meter profiles overlaid with the config's ``[meter_profiles]`` folders
     (the config check has validated them)."""
-    return load_profile_dirs(config.meter_profiles.dirs)
+    dirs = config.meter_profiles.dirs
+    return MeterProfiles(load_profile_dirs(dirs), load_dlt645_profiles(dirs))
+
+
+def dlt645_spec(meter: MeterSection, config: Config) -> DltMeterSpec:
+    assert meter.address is not None  # the config cross-check guarantees it
+    return DltMeterSpec(
+        meter_id=meter.meter_id,
+        address=meter.address,
+        profile=meter.profile,
+        rated_power_w=rated_power_w(meter, config),
+        poll_interval_s=meter.poll_interval_s,
+        timeout_s=meter.timeout_s,
+        retries=meter.retries,
+        offline_after=meter.offline_after_failures,
+        seal_interval_s=meter.seal_interval_s,
+        clock_utc_offset_h=config.sampling.stats_utc_offset_h,
+        clock_drift_max_s=meter.clock_drift_max_s,
+    )
+
+
+Poller = LinePoller | Dlt645Poller
 
 
 def build_pollers(
-    config: Config, profiles: ProfileSet[Profile], sink: asyncio.Queue[Any]
-) -> list[LinePoller]:
-    lines: dict[LineSpec, list[MeterSection]] = {}
+    config: Config, profiles: MeterProfiles, sink: asyncio.Queue[Any] | Callable[[Any], object]
+) -> list[Poller]:
+    """One poller per protocol and line; pollers of one serial port share its discipline
+    (lock, gap, port holder), so Modbus and DL/T 645 meters can share an RS-485 line."""
+    lines: dict[tuple[str, LineSpec], list[MeterSection]] = {}
     for meter in config.meters:
-        lines.setdefault(line_of(meter), []).append(meter)
-    return [
-        LinePoller(line, [meter_spec(m, config) for m in meters], profiles, sink)
-        for line, meters in lines.items()
-    ]
+        lines.setdefault((meter.protocol, line_of(meter)), []).append(meter)
+    disciplines: dict[str, LineDiscipline] = {}
+    pollers: list[Poller] = []
+    for (protocol, line), meters in lines.items():
+        discipline = None
+        if isinstance(line, SerialLineSpec):
+            discipline = disciplines.setdefault(line.port, LineDiscipline(line.gap_s))
+        if protocol == "dlt645":
+            assert isinstance(line, SerialLineSpec)
+            specs = [dlt645_spec(m, config) for m in meters]
+            pollers.append(Dlt645Poller(line, specs, profiles.dlt645, sink, discipline=discipline))
+        else:
+            modbus = [meter_spec(m, config) for m in meters]
+            pollers.append(LinePoller(line, modbus, profiles.modbus, sink, discipline=discipline))
+    return pollers
 
 
 def bus_spec(config: Config, index: int) -> BusSpec:
@@ -113,7 +165,7 @@ class Devices:
     queue: asyncio.Queue[Any]
     clock: Callable[[], float] = time.time
     listeners: list[CanListener] = field(default_factory=list)
-    pollers: list[LinePoller] = field(default_factory=list)
+    pollers: list[Poller] = field(default_factory=list)
     bus_states: dict[str, BusStateChanged] = field(default_factory=dict)
     poll_counts: dict[str, Counter[str]] = field(default_factory=dict)
     """Per meter: polls that read (``ok``), failed, or were skipped while backing off."""
@@ -121,15 +173,27 @@ class Devices:
 
     @classmethod
     def build(cls, config: Config, queue: asyncio.Queue[Any]) -> Devices:
-        profiles = meter_profiles(config) if config.meters else ProfileSet({})
+        empty = MeterProfiles(ProfileSet({}), ProfileSet({}))
+        profiles = meter_profiles(config) if config.meters else empty
         quiet_library_logging()
         devices = cls(config=config, queue=queue)
         devices.listeners = [
             CanListener(bus_spec(config, i), devices._from_bus)
             for i in range(len(config.can_buses))
         ]
-        devices.pollers = build_pollers(config, profiles, queue)
+        devices.pollers = build_pollers(config, profiles, devices._from_meter)
         return devices
+
+    def _from_meter(self, item: Any) -> None:
+        """Readings and meter events go to the station; identity and seal events are logged
+        here until the station model records them (see docs/METERS.md, electronic seals)."""
+        if isinstance(item, SealEvent):
+            alarm = isinstance(item, MeterTamper | MeterReplaced) or (
+                isinstance(item, MeterClockDrift) and item.active
+            )
+            log.log(logging.WARNING if alarm else logging.INFO, "meter %s: %s", item.meter_id, item)
+            return
+        self.queue.put_nowait(item)
 
     async def _from_bus(self, item: Any) -> None:
         if isinstance(item, BusStateChanged):

@@ -18,6 +18,7 @@ from drivers.modbus.checks import ReadingChecker
 from drivers.modbus.decode import ReadPlan, plan_reads
 from drivers.modbus.events import MeterEvent, MeterReading
 from drivers.modbus.health import MeterHealth
+from drivers.modbus.line import LineDiscipline
 from drivers.modbus.link import LineSpec, ModbusLine, ReadError
 from drivers.modbus.profile_model import Profile
 
@@ -61,6 +62,7 @@ class LinePoller:
         profiles: Mapping[str, Profile] | object,
         sink: Sink | None = None,
         *,
+        discipline: LineDiscipline | None = None,
         backoff_max_s: float = 300.0,
     ) -> None:
         self._meters: dict[str, _Meter] = {}
@@ -88,7 +90,7 @@ class LinePoller:
                 ),
             )
         timeouts = [line.timeout_s] + [m.timeout_s for m in meters if m.timeout_s]
-        self.line = ModbusLine(line, timeout_s=max(timeouts))
+        self.line = ModbusLine(line, timeout_s=max(timeouts), discipline=discipline)
         self._sink = sink
 
     @property

@@ -65,7 +65,7 @@ def test_config_accepts_field_profiles_and_names_bad_folders(tmp_path: Path) -> 
     folder = _field_folder(tmp_path)
     config = parse_config(_config(["/etc/evgw/meters", str(folder)], profile="mymeter"))
     assert config.meter_profiles.dirs == ["/etc/evgw/meters", str(folder)]
-    assert meter_profiles(config)["mymeter"].vendor == "Field"
+    assert meter_profiles(config).modbus["mymeter"].vendor == "Field"
     assert parse_config(read_resource("evgw.example.toml")).meter_profiles.dirs == [
         "/etc/evgw/meters"
     ]
