@@ -36,8 +36,9 @@ from agent.uplink.cec.codec import (
     parse_envelope,
     seal_response,
 )
+from agent.uplink.cec.rules import validate
 from sim.platform_http import Handler, Server
-from sim.platform_schemas import SCHEMAS, business_key, validate
+from sim.platform_schemas import SCHEMAS, business_key
 
 log = logging.getLogger(__name__)
 

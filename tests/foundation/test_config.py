@@ -28,6 +28,8 @@ secrets_file = "SECRETS"
 [station]
 station_id = "S1"
 name = "Station"
+address = "1 Test Road, Futian, Shenzhen"
+service_tel = "0755-00000000"
 
 [[equipment]]
 equipment_id = "E1"

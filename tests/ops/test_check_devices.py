@@ -23,6 +23,8 @@ secrets_file = "{dir}/secrets.toml"
 [station]
 station_id = "S-CHECK"
 name = "Check station"
+address = "1 Check Road, Futian, Shenzhen"
+service_tel = "0755-00000000"
 
 [[equipment]]
 equipment_id = "E1"

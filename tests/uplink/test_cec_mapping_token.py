@@ -17,8 +17,9 @@ from agent.uplink.cec.mapping import (
     notification_for,
     start_charge_seq,
 )
+from agent.uplink.cec.rules import validate
 from agent.uplink.cec.token import TokenManager, TokenUnavailable
-from sim.platform_schemas import SCHEMAS, validate
+from sim.platform_schemas import SCHEMAS
 from tests.uplink.conftest import (
     OPERATOR_ID,
     FakeClock,

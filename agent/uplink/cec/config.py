@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 import msgspec
 
 from agent.config.section import Meta, OperatorId, Section
+from agent.uplink.cec.rules import config_problems
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -82,6 +83,8 @@ def cross_check(config: Config, cec: CecSection) -> list[str]:
             f"uplinks.cec.park_peer_on: {retried} cannot park the platform: 0 is success, "
             "-1 and 500 are retried, 4001 and 4002 have their own handling"
         )
+    if "notification_stationInfo" in cec.interfaces:
+        problems += config_problems(config)
     twice = sorted(name for name, n in Counter(cec.interfaces).items() if n > 1)
     if twice:
         problems.append(f"uplinks.cec.interfaces: listed twice: {twice}")
