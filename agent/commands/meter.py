@@ -25,8 +25,9 @@ EPILOG = "Profiles and the commissioning procedure: docs/METERS.md."
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "meter",
-        help="read, scan and list Modbus energy meters (commissioning)",
-        description="Commissioning tools for Modbus energy meters. Only reads are sent.",
+        help="read, scan and list energy meters, Modbus or DL/T 645 (commissioning)",
+        description="Commissioning tools for energy meters (Modbus, DL/T 645-2007). "
+        "Only reads are sent.",
         epilog=EPILOG,
     )
     cmds = parser.add_subparsers(dest="meter_command", metavar="ACTION", required=True)
@@ -43,7 +44,10 @@ def _add_read(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Read every quantity a profile defines from one meter and print it (with --json: "
             "one object keyed by the standard quantity names; rejected values are null)."
         ),
-        epilog="example: evgw meter read --port /dev/ttyUSB0 --profile dtsu666 --unit 1",
+        epilog="examples: evgw meter read --port /dev/ttyUSB0 --profile dtsu666 --unit 1\n"
+        "          evgw meter read --protocol dlt645 --port /dev/ttyUSB0 "
+        "--address 123456789012 --profile dlt645-2007 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     line_args(read, serial_single=True)
     read.add_argument(
@@ -52,6 +56,11 @@ def _add_read(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="profile name (see `evgw meter profiles`) or a profile .toml file",
     )
     read.add_argument("--unit", type=unit_id, help="Modbus unit id 1-247 (default: the profile's)")
+    read.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="DL/T 645 meter address, 12 digits (default: the wildcard, for a lone meter)",
+    )
     read.add_argument(
         "--function",
         type=int,
@@ -120,6 +129,12 @@ def _add_profiles(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         ),
     )
     prof.add_argument("name", nargs="?", help="show one profile in detail")
+    prof.add_argument(
+        "--protocol",
+        choices=("modbus", "dlt645"),
+        default="modbus",
+        help="which protocol's profiles (default modbus)",
+    )
     config_args(prof)
     prof.add_argument("--json", action="store_true", help="print JSON")
     prof.set_defaults(func=run_profiles)

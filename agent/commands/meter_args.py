@@ -22,6 +22,11 @@ from drivers.modbus.profile_check import ProfileError
 from drivers.modbus.profile_model import BAUDS, Profile
 
 
+def fmt(value: float) -> float:
+    """A value as printed: 4 decimals, never ``-0.0``."""
+    return round(value, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
 def unit_id(text: str) -> int:
     try:
         value = int(text)
@@ -86,6 +91,12 @@ def host_port(text: str) -> tuple[str, int]:
 
 
 def line_args(p: argparse.ArgumentParser, serial_single: bool) -> None:
+    p.add_argument(
+        "--protocol",
+        choices=("modbus", "dlt645"),
+        default="modbus",
+        help="meter protocol (default modbus; dlt645: DL/T 645-2007 on --port)",
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="DEV", help="serial device of the RS-485 adapter")
     where.add_argument(
@@ -112,16 +123,15 @@ def line_args(p: argparse.ArgumentParser, serial_single: bool) -> None:
         p.add_argument(
             "--bauds",
             type=int_list(BAUDS, "baud rate"),
-            default=[9600, 2400, 4800, 19200],
             metavar="LIST",
-            help="baud rates to try, in order (default 9600,2400,4800,19200)",
+            help="baud rates to try, in order (default 9600,2400,4800,19200; "
+            "DL/T 645: 2400,9600,1200,4800)",
         )
         p.add_argument(
             "--parity",
             type=parity_list,
-            default=["N"],
             metavar="LIST",
-            help="parities to try, e.g. N,E (default N)",
+            help="parities to try, e.g. N,E (default N; DL/T 645: E)",
         )
         p.add_argument(
             "--stopbits",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from agent.commands.meter_args import profile_set
+from agent.commands.meter_dlt645 import run_dlt645_profiles
 from agent.commands.meter_read import unit_of
 from agent.errors import UserError
 from drivers.modbus.profile import SHIPPED, ProfileOrigin
@@ -23,6 +25,8 @@ def origin_text(origin: ProfileOrigin) -> str:
 
 
 def run_profiles(args: argparse.Namespace) -> int:
+    if args.protocol == "dlt645":
+        return run_dlt645_profiles(args)
     profiles = profile_set(args)
     if args.name:
         try:
@@ -49,6 +53,7 @@ def run_profiles(args: argparse.Namespace) -> int:
             f"{p.name:<10} {p.vendor:<8} {p.model:<18} {p.kind:<4} {p.link!s:<10} {fc:<3} "
             f"{opts}  {origin_text(profiles.origin(n))}"
         )
+    print("DL/T 645 profiles: evgw meter profiles --protocol dlt645", file=sys.stderr)
     return 0
 
 

@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from agent.commands.meter_args import profile_of
+from agent.commands.meter_args import fmt, profile_of
+from agent.commands.meter_dlt645 import run_read_dlt645
 from agent.errors import UserError
 from drivers.modbus.decode import ReadPlan, plan_reads
 from drivers.modbus.link import (
@@ -21,10 +22,6 @@ from drivers.modbus.link import (
 )
 from drivers.modbus.profile_model import LinkSetting, Profile
 from drivers.modbus.quantities import STANDARD
-
-
-def fmt(value: float) -> float:
-    return round(value, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def unit_of(name: str, profile: Profile) -> str:
@@ -54,6 +51,10 @@ def fail_line(err: ReadError) -> UserError:
 
 
 def run_read(args: argparse.Namespace) -> int:
+    if args.protocol == "dlt645":
+        return run_read_dlt645(args)
+    if args.address is not None:
+        raise UserError("--address is for --protocol dlt645; Modbus meters take --unit", 2)
     quiet_library_logging()
     profile = profile_of(args)
     try:

@@ -7,15 +7,22 @@ import asyncio
 import json
 import sys
 
-from agent.commands.meter_args import profile_set
-from agent.commands.meter_read import fail_line, fmt, line_spec
+from agent.commands.meter_args import fmt, profile_set
+from agent.commands.meter_dlt645 import run_scan_dlt645
+from agent.commands.meter_read import fail_line, line_spec
 from agent.errors import UserError
 from drivers.modbus.link import ModbusLine, quiet_library_logging
 from drivers.modbus.probe import ProfileFit, identify, unit_answers
 from drivers.modbus.profile_model import LinkSetting, Profile
 
+MODBUS_BAUDS = [9600, 2400, 4800, 19200]
+
 
 def run_scan(args: argparse.Namespace) -> int:
+    if args.protocol == "dlt645":
+        return run_scan_dlt645(args)
+    args.bauds = args.bauds or MODBUS_BAUDS
+    args.parity = args.parity or ["N"]
     quiet_library_logging()
     profiles = profile_set(args)
     names = args.profile_names or list(profiles)

@@ -71,6 +71,12 @@ class Dlt645Line:
                 stopbits=s.stopbits,
                 timeout=0,
             )
+        except termios.error as exc:
+            return ReadError(
+                "connect_failed",
+                f"{s.describe()}: the device refuses these serial settings ({exc}): check the "
+                "adapter supports this baud rate and parity",
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             return port_problem(s.port) or ReadError(
                 "connect_failed",
