@@ -272,6 +272,8 @@ async def test_alarm_27_at_once_on_a_refused_signature(
         ("link_alarm_after_s = 5", "link_alarm_after_s"),
         ("max_response_bytes = 100", "max_response_bytes"),
         ("reply_echoes_seq = 1", "reply_echoes_seq"),
+        ("catch_up_days = 0", "catch_up_days"),
+        ("catch_up_days = 61", "catch_up_days"),
     ],
 )
 def test_broken_values_of_the_new_keys(line: str, needle: str) -> None:
@@ -294,6 +296,7 @@ def test_defaults_of_the_new_keys() -> None:
         300.0,
     )
     assert (cec.max_response_bytes, cec.reply_echoes_seq) == (1024 * 1024, False)
+    assert cec.catch_up_days == 7
     settings = make_settings("https://x/")
     assert settings.park_peer_on == frozenset({4003}) and settings.probe_interval_s == 600.0
 

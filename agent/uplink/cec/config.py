@@ -58,6 +58,8 @@ class CecSection(Section, kw_only=True):
     refusal but -1, 500, 4001 and 4002 parks only the record."""
     link_alarm_after_s: Annotated[float, Meta(ge=10, le=86400)] = 300.0
     """Alarm 27 (back-end communication fault) after the platform failed this long."""
+    catch_up_days: Annotated[int, Meta(ge=1, le=60)] = 7
+    """Days back that ``check_charge_orders`` catches up on when a day was missed."""
     iv_equals_key: bool = False
     """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
     accept_lowercase_sig: bool = False

@@ -397,14 +397,6 @@ def equip_charge_status(
     }
 
 
-def china_day_bounds(epoch_s: float, days_back: int = 1) -> tuple[float, float]:
-    """Start and end (epoch seconds) of the China-time calendar day ``days_back`` before."""
-    today = _dt.datetime.fromtimestamp(epoch_s, tz=CHINA_TZ).date()
-    day = today - _dt.timedelta(days=days_back)
-    start = _dt.datetime.combine(day, _dt.time(), tzinfo=CHINA_TZ).timestamp()
-    return start, start + 86400.0
-
-
 def check_charge_orders(
     orders: Iterable[StoredRecord], day_start_s: float, day_end_s: float, ctx: MappingContext
 ) -> dict[str, Any]:

@@ -63,20 +63,22 @@ class ResendRequest:
         return first, last
 
 
+LIST_SQL: Final = (
+    "SELECT p.seq, p.reason, p.ts, r.kind FROM parked p LEFT JOIN records r USING (seq) "
+    "WHERE p.uplink = ? ORDER BY p.seq LIMIT ?"
+)
+COUNT_SQL: Final = "SELECT count(*) FROM parked WHERE uplink = ?"
+RELEASE_SQL: Final = "DELETE FROM parked WHERE uplink = ? AND seq IN ({marks})"
+
+
 def _parked_rows(
     conn: sqlite3.Connection, uplink: str, limit: int
 ) -> list[tuple[int, str, str, str | None]]:
-    return conn.execute(
-        "SELECT p.seq, p.reason, p.ts, r.kind FROM parked p LEFT JOIN records r USING (seq) "
-        "WHERE p.uplink = ? ORDER BY p.seq LIMIT ?",
-        (uplink, limit),
-    ).fetchall()
+    return conn.execute(LIST_SQL, (uplink, limit)).fetchall()
 
 
 def _parked_count(conn: sqlite3.Connection, uplink: str) -> int:
-    return int(
-        conn.execute("SELECT count(*) FROM parked WHERE uplink = ?", (uplink,)).fetchone()[0]
-    )
+    return int(conn.execute(COUNT_SQL, (uplink,)).fetchone()[0])
 
 
 async def parked(ledger: Ledger, uplink: str, limit: int = MAX_RESEND) -> list[dict[str, Any]]:
@@ -96,10 +98,8 @@ async def release(ledger: Ledger, uplink: str, seqs: list[int]) -> int:
         released = 0
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            cur = conn.execute(
-                f"DELETE FROM parked WHERE uplink = ? AND seq IN ({marks})", (uplink, *chunk)
-            )
+            sql = RELEASE_SQL.format(marks=",".join("?" * len(chunk)))
+            cur = conn.execute(sql, (uplink, *chunk))
             released += cur.rowcount
         return released
 

@@ -3,8 +3,8 @@
 - ``notification_equip_charge_status`` every ``charge_status_interval_s`` for each connector
   whose last status (seen by the uplink) is charging and fresh; one attempt each, the next
   sample supersedes a lost one (spec §10.2).
-- ``check_charge_orders`` once a day between 00:00 and 03:00 China time, for the previous
-  day's orders (spec §16).
+- ``check_charge_orders`` for every finished day not yet reconciled, at start and every
+  hour (:mod:`agent.uplink.cec.reconcile`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import datetime as _dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
 from agent.records.bodies import ConnectorStatusBody
 from agent.uplink.cec.codec import CHINA_TZ
@@ -21,13 +21,9 @@ from agent.uplink.cec.mapping import (
     CHARGE_STATUS,
     CHECK_ORDERS,
     MappingContext,
-    check_charge_orders,
-    china_day_bounds,
     equip_charge_status,
 )
-
-if TYPE_CHECKING:
-    from agent.ledger import Ledger
+from agent.uplink.cec.reconcile import Reconciler
 
 log = logging.getLogger("agent.uplink.cec")
 
@@ -46,6 +42,9 @@ class CecCounters:
     """Per connector: when and what its last delivered status was."""
 
 
+CATCH_UP_EVERY_S: Final = 3600.0
+
+
 class Periodic:
     """The timed pushes of one uplink (called by its ticker)."""
 
@@ -54,24 +53,23 @@ class Periodic:
         interfaces: frozenset[str],
         interval_s: float,
         ctx: MappingContext,
-        ledger: Ledger,
         one_shot: OneShot,
         counters: CecCounters,
+        reconciler: Reconciler,
     ) -> None:
         self.interfaces = interfaces
         self.interval_s = interval_s
         self._ctx = ctx
-        self._ledger = ledger
         self._one_shot = one_shot
         self._counters = counters
-        self._last_reconciled_day: _dt.date | None = None
+        self.reconciler = reconciler
+        self._next_catch_up = 0.0
 
     async def tick(self, now: float) -> None:
         await self.push_charge_status(now)
-        today = _dt.datetime.fromtimestamp(now, tz=CHINA_TZ)
-        due = today.hour < 3 and self._last_reconciled_day != today.date()
-        if due and await self.reconcile_orders(now):
-            self._last_reconciled_day = today.date()
+        if CHECK_ORDERS in self.interfaces and now >= self._next_catch_up:
+            self._next_catch_up = now + CATCH_UP_EVERY_S
+            self._counters.reconciliations += await self.reconciler.catch_up(now)
 
     async def push_charge_status(self, now: float) -> int:
         """One push per connector charging now; the number of pushes accepted."""
@@ -88,22 +86,13 @@ class Periodic:
                 self._counters.charge_status_pushes += 1
         return accepted
 
-    async def reconcile_orders(self, now: float) -> bool:
-        """``check_charge_orders`` for the previous China-time day; True once accepted."""
+    async def reconcile_day_before(self, now: float) -> bool:
+        """``check_charge_orders`` for the China-time day before ``now``; True once accepted."""
         if CHECK_ORDERS not in self.interfaces:
             return True
-        start, end = china_day_bounds(now)
-        orders = await self._ledger.find("charge_order")
-        data = check_charge_orders(orders, start, end, self._ctx)
-        reply = await self._one_shot(CHECK_ORDERS, data)
-        if reply is None:
+        day = _dt.datetime.fromtimestamp(now, tz=CHINA_TZ).date() - _dt.timedelta(days=1)
+        if not await self.reconciler.reconcile(day):
             return False
-        disputed = reply.get("TotalDisputeOrder", 0) if isinstance(reply, dict) else 0
-        if disputed:
-            log.warning(
-                "T/CEC check_charge_orders: %s disputed orders: %s",
-                disputed,
-                reply.get("DisputeOrders"),
-            )
         self._counters.reconciliations += 1
+        self.reconciler.marks.add(day, day + _dt.timedelta(days=1))
         return True

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config.section import Secret
 from agent.uplink.cec.check import check_platform
 from agent.uplink.cec.config import CecSection, cross_check
+from agent.uplink.cec.reconcile import MARKS_FILE
 from agent.uplink.cec.uplink import CecSettings, CecUplink
 from agent.uplink.plugin import UplinkPlugin
 
@@ -72,6 +73,8 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         probe_interval_s=c.probe_interval_s,
         park_peer_on=frozenset(c.park_peer_on),
         link_alarm_after_s=c.link_alarm_after_s,
+        catch_up_days=c.catch_up_days,
+        reconcile_marks=Path(config.ledger.path).with_name(MARKS_FILE),
         connectors=tuple(
             (e.equipment_id, conn.connector_id) for e in config.equipment for conn in e.connectors
         ),

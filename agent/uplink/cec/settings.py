@@ -43,6 +43,9 @@ class CecSettings:
     probe_interval_s: float = default_of(CecSection, "probe_interval_s")
     park_peer_on: frozenset[int] = frozenset(default_of(CecSection, "park_peer_on"))
     link_alarm_after_s: float = default_of(CecSection, "link_alarm_after_s")
+    catch_up_days: int = default_of(CecSection, "catch_up_days")
+    reconcile_marks: Path | None = None
+    """The file of reconciled days (beside the ledger); None keeps them in memory only."""
     connectors: tuple[tuple[str, str], ...] = ()
     """(EquipmentID, ConnectorID) of every connector: where alarm 27 is raised."""
     lanes_in_parallel: int = 4

@@ -43,6 +43,7 @@ from agent.uplink.cec.client import Answer, CecClient, Unusable
 from agent.uplink.cec.mapping import STATION_INFO, MappingContext, Notification, notification_for
 from agent.uplink.cec.peer import LinkWatch, PeerGate
 from agent.uplink.cec.periodic import CecCounters, Periodic
+from agent.uplink.cec.reconcile import DoneMarks, Reconciler
 from agent.uplink.cec.resend import Resender
 from agent.uplink.cec.settings import CecSettings
 from agent.uplink.cec.token import TokenManager, TokenUnavailable
@@ -103,13 +104,21 @@ class CecUplink:
         self.parked_now = 0
         """Records parked for this uplink in the ledger (kept up to date as they change)."""
         self._parked_identities: set[int] = set()
+        reconciler = Reconciler(
+            ledger,
+            self._ctx,
+            self._one_shot,
+            self.record_event,
+            DoneMarks(settings.reconcile_marks, settings.catch_up_days),
+            settings.catch_up_days,
+        )
         self.periodic = Periodic(
             settings.interfaces,
             settings.charge_status_interval_s,
             self._ctx,
-            ledger,
             self._one_shot,
             self.counters,
+            reconciler,
         )
         self.resender = Resender(self, ledger)
 
@@ -444,7 +453,7 @@ class CecUplink:
 
     async def reconcile_orders(self, now: float | None = None) -> bool:
         """``check_charge_orders`` for the previous China-time day; True once accepted."""
-        return await self.periodic.reconcile_orders(self._clock() if now is None else now)
+        return await self.periodic.reconcile_day_before(self._clock() if now is None else now)
 
     async def _one_shot(self, interface: str, data: dict[str, Any]) -> Any:
         """One push (again only after a 4002 and a token refresh): the reply, or None."""
