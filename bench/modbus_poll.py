@@ -39,9 +39,10 @@ BITS_PER_BYTE = 11
 BAUD = 9600
 
 
-def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+def start_sim(args: list[str], module: str = "sim.meter") -> tuple[subprocess.Popen[str], str]:
+    """A simulator in its own process, once it said ``ready``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim.meter", *args], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", module, *args], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -67,8 +68,8 @@ def wire_time_s(count: int) -> float:
     return (frame_bytes + gap_chars) * BITS_PER_BYTE / BAUD
 
 
-async def rtu_rate(seconds: float) -> dict[str, float]:
-    profiles = load_profiles()
+def pty_pair() -> tuple[subprocess.Popen[bytes], Path]:
+    """A socat pty pair ``<tmp>/a`` – ``<tmp>/b``; the folder is returned."""
     tmp = Path(tempfile.mkdtemp(prefix="evgw-bench-"))
     socat = subprocess.Popen(
         [
@@ -84,6 +85,12 @@ async def rtu_rate(seconds: float) -> dict[str, float]:
         if time.monotonic() > deadline:
             raise SystemExit("socat did not create the pty pair")
         time.sleep(0.01)
+    return socat, tmp
+
+
+async def rtu_rate(seconds: float) -> dict[str, float]:
+    profiles = load_profiles()
+    socat, tmp = pty_pair()
     sim, _ = start_sim(
         [
             "--serial",

@@ -47,6 +47,8 @@ from drivers.dlt645.profile import COUNT_FORMAT, RECORD_TIME, DltProfile, load_d
 from sim.meter import MeterPhysics
 
 CHINA_UTC_OFFSET = datetime.timedelta(hours=8)
+TURNAROUND_CHARS = 3.5
+"""A paced meter answers no sooner than this many character times after the request."""
 
 
 class SimDltMeter(MeterPhysics):
@@ -226,9 +228,9 @@ class Dlt645SimServer:
         if not wire:
             return
         delay = meter.reply_delay_s
-        if self.paced:
-            request_len = len(encode_frame(request))
-            delay += (request_len + len(wire)) * self.bits_per_char / self.baud
+        if self.paced:  # the request and reply bytes on the wire, and the turnaround gap
+            chars = len(encode_frame(request)) + len(wire) + TURNAROUND_CHARS
+            delay += chars * self.bits_per_char / self.baud
         if delay:
             await asyncio.sleep(delay)
         with contextlib.suppress(OSError):
@@ -259,6 +261,7 @@ async def _main(args: argparse.Namespace) -> None:
         meters.append(SimDltMeter(profiles[name], address, clock=time.time, power_w=args.power_w))
     server = Dlt645SimServer(meters)
     await server.start_serial(args.serial, args.baud, args.parity, paced=args.paced)
+    print(f"ready serial {args.serial}", flush=True)
     await asyncio.Event().wait()
 
 
