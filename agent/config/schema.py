@@ -199,6 +199,11 @@ class SamplingSection(Section, kw_only=True):
     """An AC session (no CAN) ends when the current stays below the threshold this long."""
     stats_utc_offset_h: Annotated[float, Meta(ge=-12, le=14)] = 8.0
     """Local time of the hourly/daily statistics (China: +8); days start at local midnight."""
+    resume_window_s: Annotated[float, Meta(ge=1, le=3600)] = 120.0
+    """After a start, how long the bus is watched for a session a previous run left open to
+    continue (same session id, same start register) before it is closed from the register."""
+    max_session_h: Annotated[float, Meta(gt=0, le=720)] = 24.0
+    """A session left open longer ago than this is closed at start, never continued."""
 
 
 class SafetySection(Section, kw_only=True):

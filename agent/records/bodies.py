@@ -102,7 +102,8 @@ class BmsProcessBody(_Body, frozen=True, kw_only=True):
     vin: str | None = None
     bms_code: str | None = None
     """BMS identifier if known; the mapping falls back to VIN, then connector + session."""
-    elapsed_minutes: int = 0
+    elapsed_minutes: int | None = 0
+    """Minutes since charging started; None when the timestamps never advanced."""
     remaining_minutes: int | None = None
     session_start_ts: str | None = None
 
@@ -165,7 +166,9 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     soc_start_pct: int | None = None
     soc_end_pct: int | None = None
     vin: str | None = None
-    duration_s: int
+    duration_s: int | None
+    """``end_ts - start_ts``; None when the session's timestamps never advanced (a capture
+    stamped once), so that there is no duration to give."""
     peak_power_kw: float = 0.0
     stop_reason: Literal[0, 1, 2, 3, 4]
     stop_bits: dict[str, int] = {}
@@ -176,6 +179,23 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     ``gateway_restart``."""
     vehicle: VehicleBody | None = None
     ocmf: str | None = None
+    start_ts_estimated: bool = False
+    """The gateway did not see the session begin (down at plug-in, joined late): ``start_ts``
+    is the first frame it saw, ``start_ts_earliest`` the earliest the start can be."""
+    start_ts_earliest: str | None = None
+    end_ts_estimated: bool = False
+    """The gateway did not see the session end (down at the end): ``end_ts`` is the last fact
+    it saw, ``end_ts_latest`` the time by which the session had ended."""
+    end_ts_latest: str | None = None
+    energy_estimated: bool = False
+    """``energy_kwh`` is not a measurement of the whole session (``notes`` say why): the meter
+    did not answer after the end, its register went back, or a counter saw part of it."""
+    resumed: int = 0
+    """Gateway restarts the session continued across under the same ``session_id``."""
+    unobserved_s: float = 0.0
+    """Seconds of the session the gateway did not see (it was down)."""
+    notes: tuple[str, ...] = ()
+    """Why a field is estimated or flagged, in words (restart, meter silent, register back)."""
     elec_money_yuan: float = 0.0
     service_money_yuan: float = 0.0
     total_money_yuan: float = 0.0

@@ -80,7 +80,9 @@ def bms_body(s: Session, sample: ChargingSample, status: Status) -> BmsProcessBo
         else brm.rated_capacity_ah,
         vin=s.vin,
         bms_code=bms_code(s),
-        elapsed_minutes=max(0, int((sample.ts - started) // 60)),
+        elapsed_minutes=(
+            None if sample.timestamps_constant else max(0, int((sample.ts - started) // 60))
+        ),
         remaining_minutes=sample.remaining_charge_time_min,
         session_start_ts=iso_ts(s.start_ts),
     )

@@ -125,6 +125,7 @@ ENERGY_CHARGER_VS_CCS: Final = 9003
 METER_ENERGY_DECREASED: Final = 9004
 METER_ALARM_FLAG: Final = 9005
 METER_ENERGY_JUMP: Final = 9006
+UNOBSERVED_ENERGY: Final = 9007
 
 _AUDIT: Final[dict[int, str]] = {
     ENERGY_METER_VS_CHARGER: "order energy: meter and charger (CSD) disagree beyond tolerance",
@@ -133,6 +134,7 @@ _AUDIT: Final[dict[int, str]] = {
     METER_ENERGY_DECREASED: "meter energy register decreased (reset, replaced or tampered)",
     METER_ALARM_FLAG: "meter reports an alarm or tamper flag",
     METER_ENERGY_JUMP: "meter energy rose faster than the rated power allows",
+    UNOBSERVED_ENERGY: "meter register moved while the gateway was down, no session explains it",
 }
 AUDIT_TYPE: Final = "energy_audit"
 

@@ -22,7 +22,7 @@ from agent.config.schema import (
 )
 from agent.records.bodies import BmsProcessBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
-from agent.station import codes, gbt_events, meter_events
+from agent.station import codes, gbt_events, meter_events, resume
 from agent.station.alarms import AlarmBook, AlarmEdge, Scope, alarm_body
 from agent.station.audit import audit_energy
 from agent.station.bms_process import bms_body
@@ -35,7 +35,6 @@ from agent.station.orders import (
     stop_outcome,
 )
 from agent.station.registers import RegisterWatch
-from agent.station.restart import OpenSession
 from agent.station.safety import SafetyMonitor
 from agent.station.session import MeterPoint, Session, session_id_for
 from agent.station.stats import StatsRoller
@@ -109,6 +108,8 @@ class ConnectorModel:
         self.registers = RegisterWatch()
         self.charging_since: float | None = None
         self.ac_below_since: float | None = None
+        self.restart: resume.Restart | None = None
+        """What is left to settle after a gateway start (:mod:`agent.station.resume`)."""
 
     # ------------------------------------------------------------------ records
 
@@ -242,6 +243,8 @@ class ConnectorModel:
             and ts - self.ac_below_since >= self.config.sampling.ac_session_end_s
         ):
             out += self.close_session(ts, "current_stopped")
+        if self.restart is not None:
+            out += resume.tick(self, ts)
         out += self.update_status(ts)
         out += self.heartbeat(ts)
         return out
@@ -261,6 +264,16 @@ class ConnectorModel:
 
     def feed_bms(self, ev: BmsEvent) -> list[Record]:
         self.last_bus_ts = ev.ts
+        out: list[Record] = []
+        if self.restart is not None:
+            out, taken = resume.before_bms(self, ev)
+            if taken:
+                return out + self.update_status(ev.ts)
+        out += self._dispatch_bms(ev)
+        out += self.update_status(ev.ts)
+        return out
+
+    def _dispatch_bms(self, ev: BmsEvent) -> list[Record]:
         out: list[Record]
         match ev:
             case ChargingSample():
@@ -287,7 +300,6 @@ class ConnectorModel:
                 out = gbt_events.on_closed(self, ev)
             case _:
                 out = []
-        out += self.update_status(ev.ts)
         return out
 
     def open_session(self, ts: float) -> Session:
@@ -353,7 +365,10 @@ class ConnectorModel:
         )
         self.stats.add_stop_reason(self.connector_id, reason)
         out = [self.record("charge_order", end_ts, order)]
-        out += self._audit(ts, s.start_ts, *session_energies(s))
+        meter_kwh, charger_kwh, ccs_kwh = session_energies(s)
+        # a counter that saw part of the session is compared with nothing
+        ccs_whole = ccs_kwh if s.seen_whole else None
+        out += self._audit(ts, s.start_ts, meter_kwh, charger_kwh, ccs_whole)
         return out
 
     def _ocmf(self, s: Session, reason: codes.StopReason) -> str | None:
@@ -398,31 +413,18 @@ class ConnectorModel:
             for code, cause in (
                 (codes.METER_ENERGY_DECREASED, "meter.energy_decreased"),
                 (codes.METER_ENERGY_JUMP, "meter.energy_jump"),
+                (codes.UNOBSERVED_ENERGY, "audit.unobserved_energy"),
             ):
                 raised = self.alarms.raised_ts(code)
                 if raised is not None and raised < session_start_ts:
                     out += self.clear_alarm(ts, code, cause, "a later order passed the audit")
         return out
 
-    def close_interrupted(self, o: OpenSession, ts: float) -> list[Record]:
-        """Write the order of a session left open by a gateway restart."""
-        s = Session(
-            session_id=o.session_id,
-            start_ts=o.start_ts,
-            safety=SafetyMonitor(self.config.safety),
-            soc_start_pct=o.soc_start_pct,
-            soc_last_pct=o.soc_last_pct,
-            restored_vin=o.vin,
-            end_reason="gateway_restart",
-            end_ts=o.last_ts,
-        )
-        if o.meter_energy_start_kwh is not None and o.meter_energy_last_kwh is not None:
-            s.meter_start = MeterPoint(o.start_ts, o.meter_energy_start_kwh)
-            s.meter_last = MeterPoint(o.last_ts, o.meter_energy_last_kwh, online=False)
-        elif o.energy_kwh:
-            s.ccs_energy_kwh, s.ccs_seen = o.energy_kwh, True
+    def order_now(self, s: Session, ts: float) -> list[Record]:
+        """Write the order of a session closed outside the bus's events (after a restart)."""
+        out = self.finalize(ts)  # an order still waiting for its end reading goes first
         self.pending = _Pending(s, ts)
-        return self.finalize(ts)
+        return out + self.finalize(ts)
 
     def finish_pending(self, ts: float) -> list[Record]:
         """Write the order waiting for the meter's end reading with the last one known."""
@@ -444,6 +446,9 @@ class ConnectorModel:
     ) -> list[Record]:
         if isinstance(ev, MeterReading):
             out = meter_events.on_reading(self, ev)
+            energy = ev.energy_import_kwh
+            if self.restart is not None and energy is not None:
+                out += resume.on_reading(self, MeterPoint(ev.ts, energy))
         elif isinstance(ev, MeterOffline):
             self.meter_online = False
             out = self.raise_alarm(

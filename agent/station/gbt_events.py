@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.records.envelope import Record
-from agent.station import codes
+from agent.station import codes, resume
 from agent.station.bms_process import bms_body
 from agent.station.status import CHARGING
 from drivers.gbt27930.events import (
@@ -41,6 +41,7 @@ def on_started(c: ConnectorModel, ev: SessionStarted) -> list[Record]:
     s = c.open_session(ev.ts)
     s.tracker_session = ev.session_id
     s.phase = ev.phase.value
+    resume.late_start(c, s, ev)
     return out
 
 

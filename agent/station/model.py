@@ -4,7 +4,7 @@
 per configured connector plus station-wide meter sampling and statistics::
 
     model = StationModel(config, signer=OcmfSigner(key, gateway_id=..., software_version=...))
-    records = model.startup(open_sessions, ts)   # identity + orders of interrupted sessions
+    records = model.startup(restart_facts, ts)   # identity; sessions left open are held
     records = model.feed(event)                  # GB/T tracker, meter, bus activity, remote stop
     records = model.tick(ts)                     # heartbeats, offline, timeouts, statistics
     records = model.reload(new_config, ts)       # identity again when it changed
@@ -23,11 +23,12 @@ from typing import Any
 from agent.config.schema import Config, MeterSection
 from agent.records.bodies import IdentityBody, MeterSampleBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
+from agent.station import resume
 from agent.station.connector import ConnectorModel
 from agent.station.identity import identity_body
 from agent.station.inputs import BusActivity, RemoteStop, Reservation
 from agent.station.ocmf import OcmfSigner
-from agent.station.restart import OpenSession
+from agent.station.restart import RestartFacts
 from agent.station.stats import StatsRoller
 from drivers.gbt27930.events import BmsEvent
 from drivers.modbus.events import MeterAlarm, MeterAnomaly, MeterOffline, MeterOnline, MeterReading
@@ -79,17 +80,18 @@ class StationModel:
             new[cid] = model
         self.connectors = new
 
-    def startup(self, open_sessions: Iterable[OpenSession], ts: float) -> list[Record]:
-        """First call: the identity record, then an interrupted order for every session a
-        previous run left open (see :mod:`agent.station.restart`)."""
+    def startup(self, restart_facts: Iterable[RestartFacts], ts: float) -> list[Record]:
+        """First call: the identity record; then what the ledger says of each connector (its
+        open session, its last register) is settled over the next moments (see
+        :mod:`agent.station.resume`)."""
         self._build(self.config, ts)
         out = self._identity_records(ts, force=True)
-        for o in open_sessions:
-            c = self.connectors.get(o.connector_id)
+        for facts in restart_facts:
+            c = self.connectors.get(facts.connector_id)
             if c is None:
-                self.ignored[f"open_session:{o.connector_id}"] += 1
+                self.ignored[f"open_session:{facts.connector_id}"] += 1
                 continue
-            out += c.close_interrupted(o, ts)
+            out += resume.begin(c, facts, ts)
         return self._count(out)
 
     def reload(self, config: Config, ts: float) -> list[Record]:
@@ -237,6 +239,7 @@ def _carry_over(old: ConnectorModel, new: ConnectorModel) -> None:
             "registers",
             "charging_since",
             "ac_below_since",
+            "restart",
             "created_ts",
         )
     }

@@ -17,10 +17,6 @@ EnergySource = Literal["meter", "charger", "ccs_integral", "none"]
 #: tracker end reasons that mean the session was cut off rather than stopped
 INTERRUPTED_END_REASONS = frozenset({"lost", "gateway_restart", "config_removed"})
 
-#: the order's ``stop_bits`` key saying every frame of the session carried one timestamp, so
-#: that ``duration_s`` (0) is no measurement
-TIMESTAMPS_CONSTANT_BIT = "timestamps_constant"
-
 
 def vehicle_body(brm: BRM | None, bcp: BCP | None) -> VehicleBody | None:
     """The vehicle as BRM (recognition) and BCP (charging limits) describe it."""
@@ -77,8 +73,6 @@ def stop_outcome(s: Session, has_can: bool) -> tuple[codes.StopReason, dict[str,
         bits = codes.stop_bits(gbt.bst, gbt.cst, gbt.bem, gbt.cem)
         initiator, last_error_side = gbt.stop_initiator, gbt.last_error_side
     bits.update(s.extra_bits)
-    if s.timestamps_constant:
-        bits[TIMESTAMPS_CONSTANT_BIT] = 1
     if not has_can:
         return codes.STOP_BMS, bits
     reason = codes.stop_reason(bits, initiator, last_error_side)
@@ -113,6 +107,7 @@ def order_body(
     """The order of a closed session."""
     meter_kwh, charger_kwh, ccs_kwh = session_energies(s)
     energy_kwh, source = order_energy(meter_kwh, charger_kwh, ccs_kwh)
+    partial = source == "none" or (source == "ccs_integral" and not s.seen_whole)
     return ChargeOrderBody(
         session_id=s.session_id,
         start_ts=iso_ts(s.start_ts),
@@ -127,7 +122,7 @@ def order_body(
         soc_start_pct=s.soc_start_pct,
         soc_end_pct=s.soc_last_pct,
         vin=s.vin,
-        duration_s=max(0, round(end_ts - s.start_ts)),
+        duration_s=None if s.timestamps_constant else max(0, round(end_ts - s.start_ts)),
         peak_power_kw=round(s.peak_power_kw, 3),
         stop_reason=reason,
         stop_bits=stop_bits,
@@ -135,4 +130,16 @@ def order_body(
         end_reason=s.end_reason,
         vehicle=vehicle_body(s.brm, s.bcp),
         ocmf=ocmf,
+        start_ts_estimated=s.start_estimated,
+        start_ts_earliest=_iso_or_none(s.start_ts_earliest),
+        end_ts_estimated=s.end_estimated,
+        end_ts_latest=_iso_or_none(s.end_ts_latest),
+        energy_estimated=s.energy_estimated or partial,
+        resumed=s.resumes,
+        unobserved_s=round(s.unobserved_s, 1),
+        notes=tuple(s.notes),
     )
+
+
+def _iso_or_none(ts: float | None) -> str | None:
+    return None if ts is None else iso_ts(ts)

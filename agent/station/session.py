@@ -65,6 +65,22 @@ class Session:
     bms_due: bool = True
     """Emit a bms_process at the next complete sample (phase change, alarm, SOC step)."""
     extra_bits: dict[str, int] = field(default_factory=dict)
+    start_estimated: bool = False
+    """The gateway did not see the session begin (it joined late, e.g. it was down at plug-in):
+    ``start_ts`` is the first frame seen, ``start_ts_earliest`` the earliest it can be."""
+    start_ts_earliest: float | None = None
+    end_estimated: bool = False
+    """The gateway did not see the session end (it was down): ``end_ts`` is the last fact seen,
+    ``end_ts_latest`` the time by which it had ended."""
+    end_ts_latest: float | None = None
+    energy_estimated: bool = False
+    """The energy is not the measurement of the whole session (see ``notes``)."""
+    resumes: int = 0
+    """Gateway restarts the session continued across."""
+    unobserved_s: float = 0.0
+    """Seconds of the session the gateway did not see (downtime)."""
+    notes: list[str] = field(default_factory=list)
+    """Why a field of the order is estimated or flagged, in words."""
 
     @property
     def start_iso(self) -> str:
@@ -97,6 +113,11 @@ class Session:
         self.last_ccs_power_kw = power_kw
         if power_kw > self.peak_power_kw:
             self.peak_power_kw = power_kw
+
+    @property
+    def seen_whole(self) -> bool:
+        """The gateway saw the session from its first frame to its last, without a gap."""
+        return not (self.start_estimated or self.end_estimated or self.resumes)
 
     def ccs_integral_kwh(self) -> float | None:
         """∫ CCS V × I dt, or None: no CCS sample, or timestamps that never advanced."""

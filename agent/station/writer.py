@@ -4,8 +4,8 @@ appended to the ledger, the model ticked from the wall clock.
 The service puts every driver event (GB/T tracker events of each bus, meter readings and
 events, :class:`~agent.station.inputs.BusActivity`) on ``writer.queue`` and runs
 ``await writer.run()``. At start the writer asks the ledger which sessions a previous run left
-open and where the OCMF transaction counter stands, so the model can close those sessions as
-interrupted and continue the counter.
+open, the last register it read and where the OCMF transaction counter stands, so the model
+can continue or close those sessions (:mod:`agent.station.resume`) and the counter.
 """
 
 from __future__ import annotations
@@ -18,13 +18,21 @@ from typing import Protocol
 from agent.records.envelope import Record, StoredRecord
 from agent.station.model import StationInput, StationModel
 from agent.station.ocmf import pagination_of
-from agent.station.restart import OpenSession, open_session
+from agent.station.restart import (
+    OpenSession,
+    RestartFacts,
+    last_register,
+    open_session,
+    with_resumes,
+)
 
 #: every record of one session (bounded by the session itself)
 _ALL = 1_000_000_000
-#: how far back start-up looks, newest first: a session left open by a crash is closed at
+#: how far back start-up looks, newest first: a session left open by a crash is settled at
 #: the next start, so its records are always among the newest of its connector
 _RECENT = 1000
+#: how many of a connector's newest sessions start-up checks for a missing order
+_MAX_OPEN = 5
 
 
 class LedgerLike(Protocol):
@@ -43,16 +51,18 @@ class LedgerLike(Protocol):
     ) -> list[StoredRecord]: ...
 
 
-async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -> list[OpenSession]:
-    """The last session of each connector, if it has records but no ``charge_order``."""
+async def _open_sessions(ledger: LedgerLike, statuses: list[StoredRecord]) -> list[OpenSession]:
+    """The sessions of a connector's newest status records (newest first) that have no
+    ``charge_order``, newest first; the search stops at the first session with an order."""
+    ids: list[str] = []
+    for r in statuses:
+        sid = r.body.get("session_id")
+        if isinstance(sid, str) and sid not in ids:
+            ids.append(sid)
     found: list[OpenSession] = []
-    for cid in connector_ids:
-        statuses = await ledger.find(
-            "connector_status", connector_id=cid, limit=_RECENT, newest_first=True
-        )
-        sid = next((r.body["session_id"] for r in statuses if r.body.get("session_id")), None)
-        if sid is None or await ledger.find("charge_order", session_id=sid, limit=1):
-            continue
+    for sid in ids[:_MAX_OPEN]:
+        if await ledger.find("charge_order", session_id=sid, limit=1):
+            break
         records = await ledger.find("connector_status", session_id=sid, limit=_ALL)
         records += await ledger.find("bms_process", session_id=sid, limit=_ALL)
         records.sort(key=lambda r: r.seq)
@@ -60,6 +70,44 @@ async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -
         if session is not None:
             found.append(session)
     return found
+
+
+async def load_restart_facts(
+    ledger: LedgerLike, connector_ids: Iterable[str]
+) -> list[RestartFacts]:
+    """Per connector with a history: the sessions left open (newest first) with the resumes
+    earlier runs recorded, and the last register reading the ledger holds."""
+    facts: list[RestartFacts] = []
+    for cid in connector_ids:
+        statuses = await ledger.find(
+            "connector_status", connector_id=cid, limit=_RECENT, newest_first=True
+        )
+        opened = await _open_sessions(ledger, statuses)
+        if opened:
+            events = await ledger.find("event", connector_id=cid, limit=_RECENT, newest_first=True)
+            opened = [with_resumes(o, events) for o in opened]
+        samples = await ledger.find("meter_sample", connector_id=cid, limit=1, newest_first=True)
+        orders = await ledger.find("charge_order", connector_id=cid, limit=1, newest_first=True)
+        register = last_register(statuses[:1], samples, orders)
+        if opened or register is not None:
+            facts.append(
+                RestartFacts(
+                    cid,
+                    open=opened[0] if opened else None,
+                    older_open=tuple(opened[1:]),
+                    last_register=register,
+                )
+            )
+    return facts
+
+
+async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -> list[OpenSession]:
+    """Every session a previous run left open (status or battery records, no order)."""
+    return [
+        o
+        for f in await load_restart_facts(ledger, connector_ids)
+        for o in (*(() if f.open is None else (f.open,)), *f.older_open)
+    ]
 
 
 async def last_pagination(ledger: LedgerLike) -> int:
@@ -97,13 +145,14 @@ class StationWriter:
         self.records_written += len(records)
 
     async def start(self) -> None:
-        """Close sessions left open by a previous run; continue the OCMF counter."""
+        """Hand the model what the ledger says of each connector (sessions left open by a
+        previous run, the last register); continue the OCMF counter."""
         if self.model.signer is not None:
             self.model.signer.pagination = max(
                 self.model.signer.pagination, await last_pagination(self.ledger)
             )
-        sessions = await load_open_sessions(self.ledger, self.model.config.connectors())
-        self._write(self.model.startup(sessions, self.clock()))
+        facts = await load_restart_facts(self.ledger, self.model.config.connectors())
+        self._write(self.model.startup(facts, self.clock()))
         await self.ledger.flush()
 
     def process(self, event: StationInput) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from drivers.gbt27930.decode import decode
 from drivers.gbt27930.enums import Status2
 from drivers.gbt27930.events import (
+    BmsEvent,
     ChargingPaused,
     ChargingResumed,
     ChargingSample,
@@ -19,7 +20,9 @@ from drivers.gbt27930.events import (
     StopRequested,
     VehicleIdentified,
 )
+from drivers.gbt27930.pipeline import Pipeline
 from drivers.gbt27930.tracker import Tracker, TrackerConfig
+from sim.charging import SimOptions, VehicleProfile, generate
 
 H = bytes.fromhex
 BRM_V10 = H("000100030F05400E") + b"\xff" * 16 + b"LGBH52E0XAY123456"
@@ -307,3 +310,29 @@ def test_events_carry_the_sessions_facts() -> None:
     assert ended.facts.bst is first_bst and ended.facts.bem is errors[0].message
     (closed,) = [e for e in t.finish(30.0) if isinstance(e, SessionClosed)]
     assert closed.summary.bst is not None and closed.summary.bst is not first_bst
+
+
+def test_a_session_joined_mid_charging_runs_to_a_normal_end() -> None:
+    """A gateway restarted mid-session sees the cyclic charging messages first: the tracker
+    starts in a joined-late charging state, samples them (SOC and the charger's charging time
+    included, what the station compares with the open session), and follows the stop and the
+    statistics to a normal end."""
+    s = generate(VehicleProfile(capacity_ah=20.0), options=SimOptions())
+    back = s.curve[0].ts + 90
+    pipe = Pipeline("DC1")
+    events: list[BmsEvent] = []
+    for f in s.frames:
+        if f.ts >= back:
+            events += [e for e in pipe.feed(f.ts, f.can_id, f.data) if isinstance(e, BmsEvent)]
+    events += [e for e in pipe.finish() if isinstance(e, BmsEvent)]
+    started = events[0]
+    assert isinstance(started, SessionStarted) and started.joined_late
+    assert started.phase is Phase.CHARGING
+    samples = [e for e in events if isinstance(e, ChargingSample)]
+    assert samples and samples[0].ts - back < 1.0
+    assert any(e.soc_pct is not None for e in samples[:5])
+    assert any(e.cumulative_charge_time_min is not None for e in samples[:5])
+    assert {e.side for e in events if isinstance(e, StopRequested)} == {"bms", "charger"}
+    assert any(isinstance(e, SessionEnded) for e in events)
+    (closed,) = [e for e in events if isinstance(e, SessionClosed)]
+    assert closed.end_reason == "normal" and "joined_late" in closed.summary.flags

@@ -47,6 +47,8 @@ class MeterPlan:
 class SimRun:
     records: list[Record] = field(default_factory=list)
     model: StationModel | None = None
+    meter_kwh: float | None = None
+    """The simulated meter's import register at the end of the run."""
 
 
 class _Meter:
@@ -148,6 +150,8 @@ def run_sim(
             if isinstance(item, BmsEvent):
                 out += m.feed(item)
     end = frames[-1].ts
+    if sim_meter is not None:
+        run.meter_kwh = sim_meter.sim.energy_import_kwh
     if not finish:  # the gateway "dies" here: nothing more is processed
         return run
     for item in pipe.finish(end):

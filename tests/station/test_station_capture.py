@@ -167,7 +167,9 @@ def test_capture_with_one_timestamp_is_sampled_per_message_cycle(
     assert {r.body["soc_pct"] for r in samples} == {77}
     [order] = of(records, "charge_order", DC)
     o = order.body
-    assert o["stop_bits"]["timestamps_constant"] == 1  # duration_s is no measurement
+    assert o["duration_s"] is None  # no duration to give, not 0 s
+    assert "timestamps_constant" not in o["stop_bits"]  # said by the null duration instead
+    assert {r.body["elapsed_minutes"] for r in samples} == {None}
     assert o["ccs_energy_kwh"] is None  # no time to integrate over, not 0 kWh
     assert (o["energy_kwh"], o["energy_source"]) == (0.1, "charger")
     assert o["stop_reason"] == 0 and o["end_reason"] == "normal"

@@ -1,5 +1,6 @@
-"""Gateway restart mid-session: the open session's order is written as interrupted after the
-restart, from what the ledger holds, exactly once."""
+"""Gateway restart mid-session: when the session does not continue and the meter does not
+answer, the open session's order is written as interrupted once the resume window has passed,
+from what the ledger holds, exactly once (the other cases: test_station_resume.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ async def test_order_closed_as_interrupted_after_restart(tmp_path: Path) -> None
     ledger = await Ledger.open(path, gateway_id="gw-test", key=key)
     model = StationModel(cfg, signer=OcmfSigner(key, gateway_id="gw-test", software_version="t"))
     first = run_sim(s, cfg, frames=cut, meter=MeterPlan(), model=model, finish=False).records
+    orders: list = []
     for r in first:
         ledger.append_nowait(r)
     await ledger.close()
@@ -34,7 +36,8 @@ async def test_order_closed_as_interrupted_after_restart(tmp_path: Path) -> None
     last_status = [r for r in first if r.kind == "connector_status" and r.connector_id == DC][-1]
     assert last_status.body["status"] == 3 and last_status.body["session_id"] == session_id
 
-    # second run: the writer finds the open session and the model closes it
+    # second run: the writer finds the open session, the model holds it for the resume
+    # window (nothing on the bus, no meter reading) and then closes it
     for _ in range(2):
         ledger = await Ledger.open(path, gateway_id="gw-test", key=key)
         signer = OcmfSigner(key, gateway_id="gw-test", software_version="t")
@@ -42,6 +45,11 @@ async def test_order_closed_as_interrupted_after_restart(tmp_path: Path) -> None
             StationModel(cfg, signer=signer), ledger, clock=lambda: charging + 600
         )
         await writer.start()
+        assert await ledger.find("charge_order", session_id=session_id, limit=2) in ([], orders)
+        window_s = cfg.sampling.resume_window_s
+        for r in writer.model.tick(charging + 600 + window_s):
+            ledger.append_nowait(r)
+        await ledger.flush()
         orders = await ledger.find("charge_order", session_id=session_id)
         identities = await ledger.find("identity")
         await ledger.close()
@@ -61,6 +69,9 @@ async def test_order_closed_as_interrupted_after_restart(tmp_path: Path) -> None
     parsed = OCMF.from_string(o["ocmf"])
     assert parsed.verify_signature(key.public_der_hex)
     assert parsed.payload.RD[1].TX.value == "P"  # ended by a power failure
+    assert parsed.payload.RD[1].ST.value == "T"  # not a reading after the end
+    assert o["end_ts_estimated"] is True and o["energy_estimated"] is True
+    assert "the meter did not answer after the restart" in o["notes"]
     assert parsed.payload.PG == "T1"
 
     ledger = await Ledger.open(path, gateway_id="gw-test", key=key)
