@@ -4,6 +4,12 @@ It answers the host's configuration commands (``C``, ``S5``, ``O``/``L``, ``V`` 
 LAWICEL acknowledgement, records every command it received (so a test can prove the host never
 asked to transmit), and writes received-frame lines (``T<id:8><dlc><data>\\r``) for the frames
 it is given, in real time or faster.
+
+Like real hardware it forwards frames only while a host has the channel open: after the host
+closed it (``C``) or went away (:meth:`SlcanAdapter.host_gone`: the host process died, so the
+kernel drops what the adapter sends), frames are dropped (counted in ``dropped``) until the
+next host opens the channel again (``O``/``L``). A restarted gateway therefore starts with an
+empty bus, as with a reopened USB-CAN adapter or SocketCAN interface.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ class SlcanAdapter:
         self.commands: list[str] = []
         self.opened_listen_only = False
         self.opened_normal = False
+        self.channel_open = True
+        """Frames are forwarded (a fresh adapter forwards until a host closes the channel)."""
+        self.dropped = 0
+        """Frames dropped because no host had the channel open."""
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="slcan-sim", daemon=True)
@@ -61,9 +71,11 @@ class SlcanAdapter:
                 cmd = line.decode("ascii", "replace")
                 self.commands.append(cmd)
                 if cmd == "L":
-                    self.opened_listen_only = True
+                    self.opened_listen_only = self.channel_open = True
                 elif cmd == "O":
-                    self.opened_normal = True
+                    self.opened_normal = self.channel_open = True
+                elif cmd == "C":
+                    self.channel_open = False
                 reply = b"V1013\r" if cmd == "V" else b"\r"
                 if cmd[:1] in _TRANSMIT_COMMANDS:
                     reply = b"\x07"  # refuse: this adapter is a receive-only simulation
@@ -74,7 +86,15 @@ class SlcanAdapter:
             self.port.write(data)
             self.port.flush()
 
+    def host_gone(self) -> None:
+        """The host went away without closing the channel (killed): drop frames until a host
+        opens it again."""
+        self.channel_open = False
+
     def send(self, frame: Frame) -> None:
+        if not self.channel_open:
+            self.dropped += 1
+            return
         self._write(lawicel_line(frame))
 
     def play(self, frames: Iterable[Frame], *, speed: float = 1.0) -> int:

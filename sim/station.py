@@ -10,7 +10,9 @@ power curve, so the gateway's energy audit compares like with like.
 Everything simulated runs on a private asyncio loop in a background thread, so a test can
 block (wait for a subprocess, poll a database) without starving the meter server.
 :attr:`SimStation.played` is the truth: what was played on which connector, with the meter
-register before and after each session.
+register before and after each session; :meth:`SimStation.playing` the session on the bus now.
+Like real adapters, the simulated ones drop the frames written while no gateway run has the
+channel open (:meth:`SimStation.host_gone` when the gateway is killed, see :mod:`sim.slcan`).
 
 Usage::
 
@@ -95,6 +97,18 @@ class PlayedSession:
         return self.meter_end_kwh - self.meter_start_kwh
 
 
+@dataclass(frozen=True, slots=True)
+class Playing:
+    """The session being played on a connector, with its planned times (wall clock)."""
+
+    vin: str
+    start_ts: float
+    charging_ts: float
+    """When its charging phase begins."""
+    end_ts: float
+    """When its last frame is due."""
+
+
 def without_idle_tail(frames: Sequence[Frame]) -> tuple[Frame, ...]:
     """The session's frames up to its last GB/T frame: the generator keeps the bus's foreign
     traffic going for a while after the statistics, which only makes sessions longer here
@@ -131,6 +145,7 @@ class SimStation:
         self._halt = threading.Event()
         self._winding_down = threading.Event()
         self._played: list[PlayedSession] = []
+        self._playing: dict[str, Playing] = {}
         self._lock = threading.Lock()
         self.modbus_port = 0
 
@@ -202,10 +217,26 @@ class SimStation:
     def busy(self) -> bool:
         return any(not p.done() for p in self._plays)
 
+    def playing(self, connector_id: str) -> Playing | None:
+        """The session being played on ``connector_id`` now (None between sessions)."""
+        with self._lock:
+            return self._playing.get(connector_id)
+
     @property
     def played(self) -> list[PlayedSession]:
         with self._lock:
             return list(self._played)
+
+    def host_gone(self) -> None:
+        """The gateway process died (SIGKILL, power cut): every adapter drops the frames of the
+        bus until the next run opens its channel, as real hardware does."""
+        for adapter in self._adapters.values():
+            adapter.host_gone()
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames no gateway run could read (written while none had the channel open)."""
+        return sum(a.dropped for a in self._adapters.values())
 
     def adapter(self, connector_id: str) -> SlcanAdapter:
         """The connector's simulated USB-CAN adapter (its ``commands`` show what the host
@@ -254,6 +285,13 @@ class SimStation:
         )
         frames_to_play = without_idle_tail(session.frames)
         start_kwh = await self._read_energy(meter)
+        with self._lock:
+            self._playing[connector_id] = Playing(
+                plan.vehicle.vin,
+                frames_to_play[0].ts,
+                session.curve[0].ts if session.curve else frames_to_play[0].ts,
+                frames_to_play[-1].ts,
+            )
         follower = asyncio.create_task(self._follow(session, meter))
         try:
             frames = await asyncio.to_thread(
@@ -264,6 +302,8 @@ class SimStation:
             meter.set_current(0.0)
             meter.set_power(0.0)
             meter.set_voltage(0.0)
+            with self._lock:
+                self._playing.pop(connector_id, None)
         end_kwh = await self._read_energy(meter)
         if frames < len(frames_to_play):
             return  # halted half-way: not a played session

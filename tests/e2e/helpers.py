@@ -81,6 +81,9 @@ class Agent:
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
     logs: list[Path] = field(default_factory=list)
+    on_gone: Callable[[], None] | None = None
+    """Called when a run has ended (the station's adapters then drop frames until the next
+    run opens them, as real hardware does)."""
 
     @property
     def log(self) -> Path:
@@ -131,13 +134,20 @@ class Agent:
         """SIGTERM (``systemctl stop``) and wait for the exit code."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout_s)
+        code = self.proc.wait(timeout_s)
+        self._gone()
+        return code
 
     def kill(self) -> None:
         """SIGKILL: the process dies without flushing anything (a power cut)."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+        self._gone()
+
+    def _gone(self) -> None:
+        if self.on_gone is not None:
+            self.on_gone()
 
     def stop_quietly(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -442,7 +452,7 @@ def build_rig(directory: Path, n_connectors: int, sampling: str = DEFAULT_SAMPLI
         broker=broker,
         consumer=consumer,
         config=config,
-        agent=Agent(config, directory),
+        agent=Agent(config, directory, on_gone=station.host_gone),
     )
 
 
