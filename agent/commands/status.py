@@ -10,6 +10,7 @@ from typing import Any
 from agent.config.errors import ConfigError
 from agent.config.load import default_config_path, load_config
 from agent.errors import UserError
+from agent.ops.layout import Layout
 from agent.service.status_socket import SOCKET_NAME, query_status, socket_path
 
 
@@ -29,6 +30,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--socket", type=Path, help=f"the service's socket (default: <runtime_dir>/{SOCKET_NAME})"
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON snapshot")
+    parser.add_argument(
+        "--root", type=Path, default=Path("/"), help="where /opt/evgw is (default /)"
+    )
     parser.set_defaults(func=_status)
 
 
@@ -56,6 +60,11 @@ def _status(args: argparse.Namespace) -> int:
         raise UserError(f"the service did not answer on {path} ({exc})") from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    layout = Layout(args.root)
+    snapshot["release"] = {
+        "current": layout.version_of(layout.current),
+        "previous": layout.version_of(layout.previous),
+    }
     if args.json:
         print(json.dumps(snapshot, indent=2, ensure_ascii=False))
     else:
@@ -89,6 +98,12 @@ def render(snapshot: dict[str, Any]) -> str:
         f"up {snapshot.get('uptime_s', 0):.0f} s",
         f"  {snapshot.get('status', '')}",
     ]
+    release = snapshot.get("release") or {}
+    if release.get("current"):
+        lines.append(
+            f"  release {release['current']} (previous {release.get('previous') or '—'}; "
+            "evgw update status)"
+        )
     for title, key in (
         ("connectors", "connectors"),
         ("CAN buses", "can_buses"),

@@ -201,6 +201,10 @@ def test_update_applied_then_a_crashing_release_rolled_back(site: Site, releases
         "0.1.1",
     )
     assert site.pid() != first_pid and alive(site.pid())
+    shown = evgw(
+        "status", "--config", str(site.rig.config), "--root", str(site.root), program=site.evgw
+    )
+    assert "release 0.1.1 (previous 0.1.0; evgw update status)" in shown.stdout, shown.stderr
     assert {"update_verified", "update_installed", "update_switched"} <= set(events(site))
 
     # a release that exits at start: rolled back to 0.1.1, which runs again
