@@ -445,7 +445,10 @@ class ConnectorModel:
         self, ev: MeterReading | MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm
     ) -> list[Record]:
         if isinstance(ev, MeterReading):
-            out = meter_events.on_reading(self, ev)
+            out = []
+            if self.restart is not None and not self.has_can:
+                out += resume.ac_reading(self, meter_events.current_of(ev), ev.ts)
+            out += meter_events.on_reading(self, ev)
             energy = ev.energy_import_kwh
             if self.restart is not None and energy is not None:
                 out += resume.on_reading(self, MeterPoint(ev.ts, energy))

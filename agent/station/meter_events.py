@@ -90,8 +90,13 @@ def on_reading(c: ConnectorModel, r: MeterReading) -> list[Record]:
     return out
 
 
+def current_of(r: MeterReading) -> float | None:
+    """The largest phase current of a reading (A), None when it has none."""
+    return _max_abs(r.values, "current_a", "current_l1_a", "current_l2_a", "current_l3_a")
+
+
 def ac_session(c: ConnectorModel, r: MeterReading, previous: MeterReading | None) -> list[Record]:
-    current = _max_abs(r.values, "current_a", "current_l1_a", "current_l2_a", "current_l3_a")
+    current = current_of(r)
     if current is None:
         return []
     threshold = c.config.sampling.ac_charging_current_a

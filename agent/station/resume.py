@@ -106,7 +106,7 @@ def begin(c: ConnectorModel, facts: RestartFacts, ts: float) -> list[Record]:
     r = Restart(
         facts,
         startup_ts=ts,
-        window_end_ts=ts + cfg.resume_window_s if c.has_can else ts,
+        window_end_ts=ts + (cfg.resume_window_s if c.has_can else wait_s + METER_WAIT_MARGIN_S),
         meter_deadline_ts=ts + wait_s + METER_WAIT_MARGIN_S,
         open=facts.open,
         watch_unobserved=facts.open is None,
@@ -149,7 +149,8 @@ def before_bms(c: ConnectorModel, ev: BmsEvent) -> tuple[list[Record], bool]:
         return [], True
     out: list[Record] = []
     if r.open is not None:
-        out += _close_open(c, ev.ts, "a new session began (handshake) after the restart")
+        seen = f"joined late in {ev.phase.value.lower()}" if ev.joined_late else "its handshake"
+        out += _close_open(c, ev.ts, f"a new session began after the restart ({seen})")
     elif r.watch_unobserved and not late:
         r.watch_unobserved, r.report_unobserved = False, True
         out += _settle(c, ev.ts)
@@ -183,6 +184,20 @@ def late_start(c: ConnectorModel, s: Session, ev: SessionStarted) -> None:
     if s.meter_start is not None and s.meter_start.ts < s.start_ts:
         s.start_ts_earliest = s.meter_start.ts
     s.notes.append("joined late: the start of the session was not seen")
+
+
+def ac_reading(c: ConnectorModel, current_a: float | None, ts: float) -> list[Record]:
+    """An AC connector (no bus): its first reading after the start decides — current still
+    flowing continues the open session, none closes it from this reading."""
+    r = c.restart
+    assert r is not None
+    o = r.open
+    if o is None or current_a is None:
+        return []
+    if current_a > c.config.sampling.ac_charging_current_a:
+        r.open = None
+        return _resume(c, o, ts, None, Phase.CHARGING)
+    return _close_open(c, ts, "no current at the first reading after the restart")
 
 
 def on_reading(c: ConnectorModel, point: MeterPoint) -> list[Record]:
@@ -265,7 +280,7 @@ def _judge(c: ConnectorModel, ts: float) -> list[Record]:
     assert isinstance(started, SessionStarted)
     if why is None:
         r.open = None
-        out += _resume(c, o, started)
+        out += _resume(c, o, started.ts, started.session_id, started.phase)
         held = held[1:]
     else:
         out += _close_open(c, ts, f"not continued after the restart: {why}")
@@ -275,15 +290,18 @@ def _judge(c: ConnectorModel, ts: float) -> list[Record]:
     return out + _settle(c, ts)
 
 
-def _resume(c: ConnectorModel, o: OpenSession, ev: SessionStarted) -> list[Record]:
-    gap_s = max(0.0, ev.ts - o.last_ts)
+def _resume(
+    c: ConnectorModel, o: OpenSession, ts: float, tracker_session: int | None, phase: Phase
+) -> list[Record]:
+    """``o`` goes on from ``ts`` (followed by the tracker's ``tracker_session``, DC)."""
+    gap_s = max(0.0, ts - o.last_ts)
     s = Session(
         session_id=o.session_id,
         start_ts=o.start_ts,
         safety=SafetyMonitor(c.config.safety),
-        tracker_session=ev.session_id,
+        tracker_session=tracker_session,
         restored_vin=o.vin,
-        phase=ev.phase.value,
+        phase=phase.value,
         charging_started_ts=o.charging_started_ts,
         soc_start_pct=o.soc_start_pct,
         soc_last_pct=o.soc_last_pct,
@@ -308,11 +326,11 @@ def _resume(c: ConnectorModel, o: OpenSession, ev: SessionStarted) -> list[Recor
         details={
             "session_id": o.session_id,
             "last_seen_ts": iso_ts(o.last_ts),
-            "resumed_ts": iso_ts(ev.ts),
+            "resumed_ts": iso_ts(ts),
             "unobserved_s": round(gap_s, 1),
         },
     )
-    return [c.record("event", ev.ts, body)]
+    return [c.record("event", ts, body)]
 
 
 # --------------------------------------------------------------------------- closing

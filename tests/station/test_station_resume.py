@@ -16,12 +16,20 @@ from agent.ledger import GatewayKey, Ledger
 from agent.records.envelope import Record, StoredRecord, parse_iso_ts
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
+from agent.station.restart import OpenSession, RestartFacts
+from agent.station.resume import mismatch
+from agent.station.session import MeterPoint
 from agent.station.writer import StationWriter, load_open_sessions
 from agent.uplink.cec.mapping import MappingContext, notification_for
+from drivers.gbt27930.decode import decode
+from drivers.gbt27930.events import ChargingSample
 from drivers.gbt27930.frames import Frame
+from drivers.gbt27930.pipeline import Pipeline
+from drivers.gbt27930.tracker import Tracker
+from drivers.modbus.events import MeterReading
 from sim.charging import SimOptions, SimSession, VehicleProfile, generate
 from tests.station.sim_runner import MeterPlan, run_sim
-from tests.station.station_fixtures import DC, check_bodies, make_config
+from tests.station.station_fixtures import AC, DC, check_bodies, make_config
 
 WINDOW_S = 10.0
 CONFIG = make_config(meters=True, extra=f"[sampling]\nresume_window_s = {WINDOW_S}\n")
@@ -336,3 +344,64 @@ async def test_a_session_open_longer_than_max_session_h_is_closed_at_start(
     [order] = bodies(await rig.all("charge_order"))
     assert order["end_ts_estimated"] is True and order["energy_estimated"] is True
     assert any("max_session_h" in n for n in order["notes"])
+
+
+def test_the_rules_that_tell_another_vehicle_from_the_open_session() -> None:
+    """A VIN the bus shows again, the SOC and the charger's charging time: each one that does
+    not fit the open session names the reason; what fits lets it continue."""
+    brm = decode(
+        0x02, bytes.fromhex("000100030F05400E") + b"\xff" * 16 + b"LGBH52E0XAY123456", True
+    )
+    seen_vin = Tracker("DC1").feed(0.0, brm)  # a session joined late at its BRM
+    pipe = Pipeline("DC1")
+    s = session(soc=40.0)
+    charging = [f for f in s.frames if f.ts >= charging_ts(s) + 120]
+    sample = next(
+        e
+        for f in charging
+        for e in pipe.feed(f.ts, f.can_id, f.data)
+        if isinstance(e, ChargingSample) and e.soc_pct is not None
+    )
+    assert sample.soc_pct is not None and sample.cumulative_charge_time_min is not None
+
+    def open_one(vin: str | None, soc: int | None, minutes: int | None) -> OpenSession:
+        return OpenSession(DC, "x", 0.0, 10.0, 1000.0, 1001.0, 1.0, 30, soc, vin, 5.0, minutes)
+
+    assert "VIN LGBH52E0XAY123456" in (
+        mismatch(open_one("LOTHERVIN00000001", None, None), seen_vin) or ""
+    )
+    assert mismatch(open_one("LGBH52E0XAY123456", None, None), seen_vin) is None
+    assert "SOC" in (mismatch(open_one(None, sample.soc_pct + 1, None), [sample]) or "")
+    assert mismatch(open_one(None, sample.soc_pct, None), [sample]) is None
+    minutes = sample.cumulative_charge_time_min
+    assert "charging time" in (mismatch(open_one(None, None, minutes + 2), [sample]) or "")
+    assert mismatch(open_one(None, None, minutes + 1), [sample]) is None  # a minute of slack
+
+
+def test_an_ac_session_continues_when_current_still_flows_at_restart() -> None:
+    """No bus on an AC connector: the first reading after the start decides. Current still
+    flowing continues the open session; none closes it from that reading."""
+    t0 = 1_700_000_000.0
+
+    def reading(ts: float, kwh: float, amps: float) -> MeterReading:
+        values = {"energy_import_kwh": kwh, "current_a": amps, "voltage_v": 230.0}
+        return MeterReading("ac1", ts, values, {}, {})
+
+    def restarted(amps: float) -> list[Record]:
+        o = OpenSession(AC, "AC-1", t0, t0 + 60, 500.0, 500.5, 0.5, None, None, None, t0 + 1)
+        facts = RestartFacts(AC, open=o, last_register=MeterPoint(t0 + 60, 500.5))
+        model = StationModel(CONFIG)
+        out = model.startup([facts], t0 + 90)
+        for n in range(1, 40):
+            out += model.feed(reading(t0 + 90 + n, 500.6 + (0.01 * n if amps else 0), amps))
+            out += model.tick(t0 + 90 + n)
+        return out
+
+    records = restarted(16.0)
+    assert not [r for r in records if r.kind == "charge_order"]
+    statuses = [r.body for r in records if r.kind == "connector_status" and r.connector_id == AC]
+    assert {b["session_id"] for b in statuses} == {"AC-1"} and statuses[-1]["status"] == 3
+    assert [r.body["event"] for r in records if r.kind == "event"] == ["session_resumed"]
+    [closed] = [r.body for r in restarted(0.0) if r.kind == "charge_order"]
+    assert closed["session_id"] == "AC-1" and closed["meter_energy_end_kwh"] == 500.6
+    assert closed["end_ts_estimated"] is True and closed["energy_kwh"] == 0.6
