@@ -57,6 +57,11 @@ class RestartFacts:
     """Earlier sessions without an order (a run stopped before closing them): closed at once."""
     last_register: MeterPoint | None = None
 
+    @property
+    def all_open(self) -> tuple[OpenSession, ...]:
+        """Every session without an order, newest first."""
+        return self.older_open if self.open is None else (self.open, *self.older_open)
+
 
 def open_session(records: Iterable[Record]) -> OpenSession | None:
     """Summarise the ``connector_status`` and ``bms_process`` records of one session (in

@@ -103,11 +103,7 @@ async def load_restart_facts(
 
 async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -> list[OpenSession]:
     """Every session a previous run left open (status or battery records, no order)."""
-    return [
-        o
-        for f in await load_restart_facts(ledger, connector_ids)
-        for o in (*(() if f.open is None else (f.open,)), *f.older_open)
-    ]
+    return [o for f in await load_restart_facts(ledger, connector_ids) for o in f.all_open]
 
 
 async def last_pagination(ledger: LedgerLike) -> int:

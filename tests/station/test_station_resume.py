@@ -405,3 +405,19 @@ def test_an_ac_session_continues_when_current_still_flows_at_restart() -> None:
     [closed] = [r.body for r in restarted(0.0) if r.kind == "charge_order"]
     assert closed["session_id"] == "AC-1" and closed["meter_energy_end_kwh"] == 500.6
     assert closed["end_ts_estimated"] is True and closed["energy_kwh"] == 0.6
+
+
+def test_older_sessions_left_without_an_order_are_closed_at_start() -> None:
+    """Killed again before a held session was settled, after another began: at the next start
+    both lack an order; the older one is closed at once from what the ledger holds, the newer
+    one is held as usual. No order is lost."""
+    t0 = 1_700_000_000.0
+    older = OpenSession(DC, "DC-old", t0, t0 + 60, 1000.0, 1001.5, 1.5, 30, 40, "LOLDVIN0000000001")
+    newer = OpenSession(DC, "DC-new", t0 + 90, t0 + 100, 1001.5, 1001.6, 0.1, 20, 21, None)
+    facts = RestartFacts(
+        DC, open=newer, older_open=(older,), last_register=MeterPoint(t0 + 100, 1001.6)
+    )
+    out = StationModel(CONFIG).startup([facts], t0 + 200)
+    [order] = [r.body for r in out if r.kind == "charge_order"]
+    assert order["session_id"] == "DC-old" and order["energy_kwh"] == 1.5
+    assert order["end_ts_estimated"] is True and any("later session" in n for n in order["notes"])
