@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -256,14 +257,24 @@ def _crc16(data: bytes) -> int:
     return crc
 
 
+class SimUnit(Protocol):
+    """Anything a simulated line serves at one unit id: a meter, a digital-input module."""
+
+    unit_id: int
+    no_answer: bool
+    garbage: bool
+
+    def sim_device(self) -> SimDevice: ...
+
+
 class MeterSimServer:
     """Meters on one line (one per unit id), served over TCP, RTU-over-TCP or serial.
 
     Units without a meter do not answer, as on a real RS-485 line.
     """
 
-    def __init__(self, meters: Iterable[SimMeter]) -> None:
-        self.meters: dict[int, SimMeter] = {}
+    def __init__(self, meters: Iterable[SimUnit]) -> None:
+        self.meters: dict[int, SimUnit] = {}
         for m in meters:
             if m.unit_id in self.meters:
                 raise ValueError(f"two simulated meters share unit id {m.unit_id}")
@@ -272,7 +283,7 @@ class MeterSimServer:
         self._framer = FramerType.SOCKET
         self.port = 0
 
-    def meter(self, unit_id: int) -> SimMeter:
+    def meter(self, unit_id: int) -> SimUnit:
         return self.meters[unit_id]
 
     def _devices(self) -> list[SimDevice]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -171,6 +172,20 @@ class ModbusLine:
         self, unit: int, function: int, address: int, count: int, timeout_s: float | None = None
     ) -> list[int] | ReadError:
         """Read ``count`` registers with FC03/FC04; the registers or a :class:`ReadError`."""
+        reply = await self._request(unit, function, address, count, timeout_s)
+        return reply if isinstance(reply, ReadError) else list(reply.registers)
+
+    async def read_bits(
+        self, unit: int, function: int, address: int, count: int, timeout_s: float | None = None
+    ) -> list[bool] | ReadError:
+        """Read ``count`` coils (FC01) or discrete inputs (FC02); the bits or a
+        :class:`ReadError`."""
+        reply = await self._request(unit, function, address, count, timeout_s)
+        return reply if isinstance(reply, ReadError) else list(reply.bits[:count])
+
+    async def _request(
+        self, unit: int, function: int, address: int, count: int, timeout_s: float | None
+    ) -> Any:
         async with self.discipline.lock:
             await self.discipline.before_frame(self)
             problem = await self.open()
@@ -179,7 +194,12 @@ class ModbusLine:
             client = self.client
             assert client is not None
             self._rx = False
-            call = client.read_holding_registers if function == 3 else client.read_input_registers
+            call = {
+                1: client.read_coils,
+                2: client.read_discrete_inputs,
+                3: client.read_holding_registers,
+                4: client.read_input_registers,
+            }[function]
             try:
                 if timeout_s is not None and timeout_s < self.timeout_s:
                     async with asyncio.timeout(timeout_s):
@@ -193,7 +213,7 @@ class ModbusLine:
             if reply.isError():
                 code = int(getattr(reply, "exception_code", 0))
                 return ReadError("exception", f"unit {unit}: {exception_text(code)}", code)
-            return list(reply.registers)
+            return reply
 
     def _failure(self, unit: int, exc: Exception) -> ReadError:
         if self.client is not None and not self.client.connected:

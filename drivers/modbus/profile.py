@@ -42,8 +42,9 @@ def builtin_profiles_dir() -> Path:
 Parser = Callable[[Mapping[str, Any], str, str], P]
 """(TOML data, profile name, file) → profile, raising :class:`ProfileError`."""
 
-OTHER_PROTOCOLS: Final = ("dlt645",)
-"""Top-level tables that mark a profile file of another meter protocol (skipped here)."""
+OTHER_PROTOCOLS: Final = ("dlt645", "module")
+"""Top-level tables that mark a profile file of another kind (a DL/T 645 meter, a digital
+input module): skipped here."""
 
 
 def is_modbus_profile(data: Mapping[str, Any]) -> bool:

@@ -58,7 +58,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
         "sim/__init__.py",
     ):
         assert expected in names, expected
-    for driver in ("modbus", "dlt645"):
+    for driver in ("modbus", "dlt645", "inputs"):
         profiles = sorted((REPO / "drivers" / driver / "profiles").glob("*.toml"))
         assert profiles, driver
         for profile in profiles:
