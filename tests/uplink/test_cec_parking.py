@@ -180,6 +180,7 @@ async def test_a_parked_record_is_listed_and_resent(
     uplink, _ = make_uplink(platform, ledger, clock)
     async with uplink:
         await drain(uplink)
+        assert uplink.status()["parked_now"] == 1
         listed = await uplink.parked_records()
         assert [row["seq"] for row in listed["parked"]] == [refused.seq]
         assert "4004" in listed["parked"][0]["reason"] and listed["parked"][0]["kind"] == (

@@ -409,7 +409,7 @@ class CecUplink:
     async def _park(self, record: StoredRecord, reason: str) -> None:
         await self._ledger.park(self.name, record.seq, reason)
         self.stats.parked += 1
-        self.parked_now += 1
+        self.parked_now = await parking.parked_count(self._ledger, self.name)
         self.stats.error(f"parked {record.id}: {reason}", self._clock())
         log.error("T/CEC parked %s (%s): %s", record.id, record.kind, reason)
         await self.record_event(
