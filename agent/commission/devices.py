@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agent.commission.results import CheckResult, fail, ok, skip, warn
 from agent.config.errors import ConfigError
-from agent.config.files import FILE_KEYS, file_problem
+from agent.config.files import file_problem, section_files
 from agent.config.schema import Config, MeterSection
 from agent.config.secrets import Secrets
 from agent.service.devices import build_pollers, bus_spec, meter_profiles
@@ -190,16 +189,15 @@ async def check_can(config: Config, listen_s: float) -> list[CheckResult]:
 def missing_files(plugin_name: str, title: str, section: Any) -> list[CheckResult]:
     """A FAIL line for each file the uplink's section names that cannot be read here."""
     results = []
-    for key in FILE_KEYS:
-        value = getattr(section, key, None)
-        problem = file_problem(Path(value)) if value else None
+    for key, path in section_files(plugin_name, section):
+        problem = file_problem(path)
         if problem:
             results.append(
                 fail(
                     title,
-                    f"uplinks.{plugin_name}.{key}: {problem}",
-                    f"copy the file the platform operator issued to {value} (readable by the "
-                    f"evgw user), or correct uplinks.{plugin_name}.{key} in evgw.toml",
+                    f"{key}: {problem}",
+                    f"copy the file the platform operator issued to {path} (readable by the "
+                    f"evgw user), or correct {key} in evgw.toml",
                 )
             )
     return results

@@ -16,18 +16,29 @@ from agent.config.schema import Config
 from agent.uplink.registry import enabled_uplinks
 
 FILE_KEYS: Final = ("ca_file", "cert_file", "key_file", "command_pubkey_file")
-"""Keys of an ``[uplinks.*]`` section that name a file the uplink reads."""
+"""Keys of an ``[uplinks.*]`` section that name a file the uplink reads (and each value of
+``command_keys``, the platform's key per command role)."""
+
+
+def section_files(name: str, section: object) -> list[tuple[str, Path]]:
+    """``(key path, file)`` for every file one ``[uplinks.<name>]`` section names."""
+    found = [
+        (f"uplinks.{name}.{key}", Path(value))
+        for key in FILE_KEYS
+        if (value := getattr(section, key, None))
+    ]
+    for role, value in (getattr(section, "command_keys", None) or {}).items():
+        found.append((f"uplinks.{name}.command_keys.{role}", Path(value)))
+    return found
 
 
 def referenced_files(config: Config) -> list[tuple[str, Path]]:
     """``(key path, file)`` for every file an enabled uplink's section names."""
-    found = []
-    for plugin, section in enabled_uplinks(config):
-        for key in FILE_KEYS:
-            value = getattr(section, key, None)
-            if value:
-                found.append((f"uplinks.{plugin.name}.{key}", Path(value)))
-    return found
+    return [
+        item
+        for plugin, section in enabled_uplinks(config)
+        for item in section_files(plugin.name, section)
+    ]
 
 
 def file_problem(path: Path) -> str | None:

@@ -13,22 +13,27 @@ arguments. Replies go to ``{prefix}/{station_id}/reply/<name>``::
 
     {"v": 1, "id": "c-42", "cmd": "status", "ok": true, "error": null, "result": {...}}
 
-Commands: ``status`` (uplink counters, cursor, backlog, checkpoint), ``bms_query``
+Commands: ``status`` (uplink counters, cursor, backlog, checkpoint, and the station as
+``evgw status`` shows it: connectors, sessions, alarms, meters, buses), ``bms_query``
 (``session_id``: the battery-process records of a charging session, with the checkpoint
-covering them), ``resend`` (``from_seq``, ``limit``: publish records again from a seq,
-without moving the cursor), ``diag`` (the ``evgw diag`` archive, one bounded Base64 part per
-reply: the first call builds it, later calls name its ``archive`` hash and a ``part``).
+covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``limit``: records of one kind
+in a seq range, a page at a time), ``config.get`` (the running config and its SHA-256),
+``resend`` (``from_seq``, ``limit``: publish records again from a seq, without moving the
+cursor), ``diag`` (the ``evgw diag`` archive, one bounded Base64 part per reply: the first
+call builds it, later calls name its ``archive`` hash and a ``part``).
+
+Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
+carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
+reply without ``sig``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
+import json
 import logging
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -40,6 +45,9 @@ from agent.ledger import PublicKey
 from agent.records.envelope import StoredRecord, canonical_json, parse_iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.log_limit import LogLimiter
+from agent.uplink.mqtt.command_context import ServiceContext, run_evgw
+from agent.uplink.mqtt.command_roles import COMMAND_ROLE, RateLimits, check_role, signer_role
+from agent.uplink.mqtt.command_roles import Refused as _Refused
 from agent.uplink.mqtt.replay_window import ReplayWindow
 
 if TYPE_CHECKING:
@@ -85,10 +93,21 @@ class _DiagArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     records: int = 20
 
 
+class _QueryArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    kind: str
+    from_seq: int = 1
+    to_seq: int | None = None
+    limit: int = 100
+
+
+class _ConfigGetArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
 DIAG_CHUNK_RANGE: Final = (1024, 262_144)
 DIAG_KEEP_S: Final = 600.0
 """How long a built archive stays available for its later parts."""
-DIAG_TIMEOUT_S: Final = 120.0
+MAX_QUERY_PAGE: Final = 1000
 
 
 ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
@@ -96,7 +115,10 @@ ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "bms_query": _BmsQueryArgs,
     "resend": _ResendArgs,
     "diag": _DiagArgs,
+    "query": _QueryArgs,
+    "config.get": _ConfigGetArgs,
 }
+assert set(ARG_TYPES) == set(COMMAND_ROLE), "every command has a role"
 
 
 class Publisher(Protocol):
@@ -111,10 +133,6 @@ class Publisher(Protocol):
 class CommandReply:
     topic: str
     payload: bytes
-
-
-class _Refused(Exception):
-    pass
 
 
 def command_payload(
@@ -138,10 +156,10 @@ class CommandHandler:
             settings.command_replay_file, 2 * settings.command_max_age_s, clock()
         )
         self._refusals = LogLimiter(log)
-        self._key: PublicKey | None = None
+        admin: PublicKey | None = None
         if settings.command_public_key_pem:
             try:
-                self._key = PublicKey.from_text(
+                admin = PublicKey.from_text(
                     settings.command_public_key_pem, "command_public_key_pem"
                 )
             except UserError as exc:
@@ -149,6 +167,8 @@ class CommandHandler:
         self.accepted = 0
         self.refused = 0
         self._diag: tuple[str, bytes, float] | None = None
+        self._context = ServiceContext(settings.station_id, admin)
+        self._rates = RateLimits()
 
     async def handle(self, topic: str, payload: bytes) -> CommandReply | None:
         prefix = f"{self.settings.base_topic}/cmd/"
@@ -167,6 +187,7 @@ class CommandHandler:
                 raise _Refused(f"unknown command {name!r}; known: {', '.join(ARG_TYPES)}")
             self._check_signature(name, command)
             self._check_fresh(command)
+            self._rates.take(name, self._clock())
             try:
                 args = msgspec.convert(command.args, ARG_TYPES[name])
             except msgspec.ValidationError as exc:
@@ -204,20 +225,26 @@ class CommandHandler:
             "error": error,
             "result": result,
         }
+        key = self._context.reply_key()
+        if key is not None:
+            body = msgspec.to_builtins({**body, "key_id": key.fingerprint})
+            body["sig"] = base64.b64encode(key.sign(canonical_json(body))).decode("ascii")
         return CommandReply(topic, _JSON.encode(body))
 
     def _check_signature(self, name: str, command: _Command) -> None:
-        if self._key is None:
+        keys = self._context.keys()
+        if not keys:
             raise _Refused("commands are disabled: no platform public key is configured")
         try:
             signature = base64.b64decode(command.sig, validate=True)
         except (binascii.Error, ValueError):
             raise _Refused("sig is not Base64") from None
         data = command_payload(self.settings.station_id, name, command.id, command.ts, command.args)
-        if not self._key.verify(signature, data):
-            raise _Refused(
-                f"not signed by the platform's configured key (key id {self._key.fingerprint[:16]})"
-            )
+        role = signer_role(keys, signature, data)
+        if role is None:
+            ids = ", ".join(f"{r} {k.fingerprint[:16]}" for r, k in keys.items())
+            raise _Refused(f"not signed by the platform's configured key (key ids: {ids})")
+        check_role(name, role)
 
     def _check_fresh(self, command: _Command) -> None:
         now = self._clock()
@@ -244,13 +271,36 @@ class CommandHandler:
         if self._diag is not None and now - self._diag[2] > DIAG_KEEP_S:
             self._diag = None
         if args.archive is None:
-            data = await build_diag_archive(args.records)
+            path = str(self._context.config()[1])
+            data = await run_evgw(
+                "diag", "--config", path, "--out", "-", "--records", str(args.records)
+            )
             self._diag = (hashlib.sha256(data).hexdigest(), data, now)
         elif self._diag is None or self._diag[0] != args.archive:
             raise _Refused(f"no archive {args.archive[:64]!r} (expired?): ask for a new one")
         assert self._diag is not None
         digest, data, _ = self._diag
         return _diag_reply(digest, data, args.part, args.chunk_bytes)
+
+    async def _query(self, args: _QueryArgs) -> dict[str, Any]:
+        ledger = self._ledger
+        if not 1 <= args.limit <= MAX_QUERY_PAGE:
+            raise _Refused(f"limit {args.limit} outside 1..{MAX_QUERY_PAGE}")
+        high = ledger.last_seq if args.to_seq is None else min(args.to_seq, ledger.last_seq)
+        if args.from_seq < 1 or args.from_seq > max(high, 1):
+            raise _Refused(f"from_seq {args.from_seq} outside 1..{max(high, 1)}")
+        found = await ledger.read_after(args.from_seq - 1, args.limit, kinds=[args.kind])
+        records = [r for r in found if r.seq <= high and r.kind == args.kind]
+        full = len(found) == args.limit and records and records[-1].seq < high
+        return {
+            "kind": args.kind,
+            "from_seq": args.from_seq,
+            "to_seq": high,
+            "count": len(records),
+            "records": records,
+            "next_from_seq": records[-1].seq + 1 if full else None,
+            "checkpoint": await ledger.checkpoint(),
+        }
 
     async def _execute(self, name: str, args: msgspec.Struct) -> Any:
         ledger = self._ledger
@@ -262,6 +312,17 @@ class CommandHandler:
                 "backlog": await ledger.backlog(uplink),
                 "last_seq": ledger.last_seq,
                 "checkpoint": await ledger.checkpoint(),
+                **await _station_status(self._context),
+            }
+        if isinstance(args, _QueryArgs):
+            return await self._query(args)
+        if isinstance(args, _ConfigGetArgs):
+            _config, path = self._context.config()
+            raw = path.read_bytes()
+            return {
+                "path": str(path),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "toml": raw.decode("utf-8", "replace"),
             }
         if isinstance(args, _BmsQueryArgs):
             limit = _bounded(args.limit)
@@ -287,6 +348,17 @@ class CommandHandler:
         }
 
 
+async def _station_status(context: ServiceContext) -> dict[str, Any]:
+    """The station as ``evgw status --json`` shows it, or why it could not be asked."""
+    try:
+        path = str(context.config()[1])
+        snapshot = json.loads(await run_evgw("status", "--json", "--config", path, timeout_s=30))
+    except (_Refused, ValueError) as exc:
+        return {"station": None, "station_error": str(exc)}
+    keys = ("connectors", "meters", "can_buses", "ledger", "release", "status")
+    return {"station": {k: snapshot.get(k) for k in keys}}
+
+
 def _diag_reply(digest: str, data: bytes, part: int, chunk: int) -> dict[str, Any]:
     parts = max(1, -(-len(data) // chunk))
     if not 0 <= part < parts:
@@ -306,31 +378,3 @@ def _bounded(limit: int) -> int:
     if not 1 <= limit <= MAX_RECORDS_PER_COMMAND:
         raise _Refused(f"limit {limit} outside 1..{MAX_RECORDS_PER_COMMAND}")
     return limit
-
-
-async def build_diag_archive(records: int) -> bytes:
-    """``evgw diag --out -`` in a child process (it reads ``$EVGW_CONFIG``, the service's
-    config, and asks this service's status socket like a technician would)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent.cli",
-        "diag",
-        "--out",
-        "-",
-        "--records",
-        str(records),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), DIAG_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise _Refused(f"evgw diag did not finish within {DIAG_TIMEOUT_S:.0f} s") from None
-    if proc.returncode != 0:
-        reason = err.decode("utf-8", "replace").strip().splitlines()
-        raise _Refused(f"evgw diag failed: {reason[0] if reason else proc.returncode}")
-    return out

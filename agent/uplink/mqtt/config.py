@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import msgspec
+
 from agent.config.section import Meta, Section
 from agent.uplink.plugin import is_loopback
 
@@ -34,7 +36,13 @@ class MqttSection(Section, kw_only=True):
     batch_size: Annotated[int, Meta(ge=1, le=10000)] = 500
     inflight: Annotated[int, Meta(ge=1, le=1000)] = 20
     command_pubkey_file: str | None = None
-    """PEM public key of the platform: downlink commands must be signed by it."""
+    """PEM public key of the platform: downlink commands must be signed by it (the ``admin``
+    role: every command)."""
+    command_keys: dict[Literal["read", "operate", "admin"], str] = msgspec.field(
+        default_factory=dict
+    )
+    """Role → PEM public key file: one platform key per role (``read`` asks, ``operate`` also
+    acts, ``admin`` may do everything; see ``agent.uplink.mqtt.command_roles``)."""
 
 
 def cross_check(_config: Config, m: MqttSection) -> list[str]:

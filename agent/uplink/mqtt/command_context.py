@@ -1,0 +1,109 @@
+"""What the downlink commands need from the gateway beyond the uplink's own settings: the
+config file the service runs (``$EVGW_CONFIG``, which the unit sets; the default path
+otherwise), the role keys it names, the gateway key that signs the replies, and ``evgw``
+sub-commands that ask the running service (``status --json``, ``diag``) as a technician
+would.
+
+The config is read once, on first use, and must be the one the uplink was built from (same
+station); otherwise the commands that need it are refused with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from agent.errors import UserError
+from agent.ledger import GatewayKey, PublicKey
+from agent.uplink.mqtt.command_roles import Refused
+
+if TYPE_CHECKING:
+    from agent.config.schema import Config
+
+EVGW_TIMEOUT_S: Final = 120.0
+
+
+class ServiceContext:
+    def __init__(self, station_id: str, admin_key: PublicKey | None) -> None:
+        self.station_id = station_id
+        self._admin = admin_key
+        self._loaded: tuple[Config, Path] | Refused | None = None
+        self._keys: dict[str, PublicKey] | None = None
+        self._reply_key: GatewayKey | None = None
+        self.key_problems: list[str] = []
+
+    def config(self) -> tuple[Config, Path]:
+        """The service's config and its path (read once)."""
+        if self._loaded is None:
+            from agent.config.errors import ConfigError  # the config imports the uplinks
+            from agent.config.load import default_config_path, load_config
+
+            path = default_config_path()
+            try:
+                config = load_config(path)
+            except ConfigError as exc:
+                raise Refused(
+                    f"cannot read the service's config {path}: {exc.problems[0]}"
+                ) from None
+            if config.station.station_id != self.station_id:
+                raise Refused(
+                    f"{path} is not the config of station {self.station_id} (EVGW_CONFIG)"
+                )
+            self._loaded = (config, path)
+        return self._loaded
+
+    def keys(self) -> dict[str, PublicKey]:
+        """Role → platform key; problems with a key file are kept in :attr:`key_problems`."""
+        if self._keys is not None:
+            return self._keys
+        keys: dict[str, PublicKey] = {}
+        if self._admin is not None:
+            keys["admin"] = self._admin
+        try:
+            section = self.config()[0].uplinks.mqtt
+            role_files = dict(section.command_keys) if section is not None else {}
+        except Refused as exc:
+            role_files = {}
+            self.key_problems.append(str(exc))
+        for role, file in role_files.items():
+            try:
+                keys[role] = PublicKey.from_file(Path(file))
+            except UserError as exc:
+                self.key_problems.append(f"uplinks.mqtt.command_keys.{role}: {exc}")
+        self._keys = keys
+        return keys
+
+    def reply_key(self) -> GatewayKey | None:
+        """The gateway key (replies are signed by it), or None when it cannot be read."""
+        if self._reply_key is None:
+            try:
+                self._reply_key = GatewayKey.load(Path(self.config()[0].ledger.key_path))
+            except (Refused, UserError):
+                return None
+        return self._reply_key
+
+
+async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:
+    """``evgw ARGS`` in a child process; its stdout, or :class:`Refused` with its error."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise Refused(f"evgw {args[0]} did not finish within {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        reason = err.decode("utf-8", "replace").strip().splitlines()
+        raise Refused(f"evgw {args[0]} failed: {reason[0] if reason else proc.returncode}")
+    return out
