@@ -24,10 +24,17 @@ import msgspec
 
 from agent.billing.config import cross_check as tariff_problems
 from agent.config.errors import ConfigError
-from agent.config.schema import DEFAULT_PROFILE_DIR, Config, MeterProfilesSection, MeterSection
+from agent.config.schema import (
+    DEFAULT_PROFILE_DIR,
+    Config,
+    InputModuleSection,
+    MeterProfilesSection,
+    MeterSection,
+)
 from agent.config.toml_input import parse_toml
 from agent.uplink.registry import enabled_uplinks
 from drivers.dlt645.profile import load_dlt645_profiles
+from drivers.inputs.profile import load_module_profiles
 from drivers.modbus.profile import load_profile_dirs
 from drivers.modbus.profile_check import ProfileError
 
@@ -217,6 +224,7 @@ def cross_check(config: Config) -> list[str]:
     for dup in _duplicates(m.meter_id for m in config.meters):
         problems.append(f"meters: meter_id {dup!r} is used more than once")
     problems += _check_meters(config.meters, connectors, config.meter_profiles)
+    problems += _check_inputs(config, connectors)
     bus_connectors: list[str] = []
     for i, bus in enumerate(config.can_buses):
         where = f"can_buses[{i}]"
@@ -356,4 +364,92 @@ def _check_meters(
             problems.append(f"meters: unit_id {dup} is used twice on line {line}")
         for dup in _duplicates(m.address for _, m in members if m.address is not None):
             problems.append(f"meters: address {dup} is used twice on line {line}")
+    return problems
+
+
+def _module_line(where: str, m: InputModuleSection) -> tuple[str | None, list[str]]:
+    if m.transport == "rtu":
+        if not m.port:
+            return None, [f'{where}.port: required for transport = "rtu" (e.g. /dev/ttyUSB0)']
+        return m.port, []
+    if not m.host:
+        return None, [f'{where}.host: required for transport = "{m.transport}"']
+    return f"{m.host}:{m.tcp_port}", []
+
+
+def _check_inputs(config: Config, connectors: dict[str, Any]) -> list[str]:
+    """Modules and inputs: references, channels, and the serial lines they share with meters."""
+    if not config.input_modules and not config.inputs:
+        return []
+    problems: list[str] = []
+    try:
+        profiles = load_module_profiles(config.meter_profiles.dirs)
+    except ProfileError as exc:
+        problems += [f"meter_profiles.dirs: {p}" for p in exc.problems]
+        profiles = load_module_profiles(())
+    for dup in _duplicates(m.module_id for m in config.input_modules):
+        problems.append(f"input_modules: module_id {dup!r} is used more than once")
+    for dup in _duplicates(i.input_id for i in config.inputs):
+        problems.append(f"inputs: input_id {dup!r} is used more than once")
+    meters_on: dict[str, list[MeterSection]] = {}
+    for m in config.meters:
+        if m.transport == "rtu" and m.port:
+            meters_on.setdefault(m.port, []).append(m)
+    channels: dict[str, int] = {}
+    for i, mod in enumerate(config.input_modules):
+        where = f"input_modules[{i}]"
+        if mod.profile not in profiles:
+            problems.append(
+                f"{where}.profile: no input module profile {mod.profile!r} "
+                f"(known: {', '.join(profiles)})"
+            )
+        else:
+            channels[mod.module_id] = profiles[mod.profile].channels
+        line, found = _module_line(where, mod)
+        problems += found
+        for meter in meters_on.get(line or "", []):
+            for key, mine in (
+                ("baud", mod.baud),
+                ("parity", mod.parity),
+                ("stop_bits", mod.stop_bits),
+            ):
+                if getattr(meter, key) != mine:
+                    problems.append(
+                        f"{where}.{key}: {mine!r} differs from meter {meter.meter_id!r} on the "
+                        f"same line {line}; all devices on one RS-485 line must use the same "
+                        "serial settings"
+                    )
+            if meter.protocol == "modbus" and meter.unit_id == mod.unit_id:
+                problems.append(
+                    f"{where}.unit_id: {mod.unit_id} is meter {meter.meter_id!r}'s on {line}"
+                )
+    used: set[tuple[str, int]] = set()
+    for i, inp in enumerate(config.inputs):
+        where = f"inputs[{i}]"
+        known = [m.module_id for m in config.input_modules]
+        if inp.module not in known:
+            problems.append(
+                f"{where}.module: no input module {inp.module!r} "
+                f"(known: {', '.join(known) or 'none'})"
+            )
+        elif inp.module in channels and inp.channel >= channels[inp.module]:
+            problems.append(
+                f"{where}.channel: {inp.channel} is not on the {channels[inp.module]}-channel "
+                f"module {inp.module!r} (channels 0-{channels[inp.module] - 1})"
+            )
+        if (inp.module, inp.channel) in used:
+            problems.append(
+                f"{where}.channel: channel {inp.channel} of {inp.module!r} is used twice"
+            )
+        used.add((inp.module, inp.channel))
+        for cid in inp.connectors:
+            if cid not in connectors:
+                problems.append(
+                    f"{where}.connectors: no connector {cid!r} "
+                    f"(known: {', '.join(sorted(connectors))})"
+                )
+        if inp.role == "custom" and not inp.description:
+            problems.append(
+                f'{where}.description: required for role = "custom" (what the contact means)'
+            )
     return problems

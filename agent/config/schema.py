@@ -161,6 +161,44 @@ class MeterProfilesSection(Section, kw_only=True):
     A missing ``/etc/evgw/meters`` is fine; any other missing folder is a config error."""
 
 
+class InputModuleSection(Section, kw_only=True):
+    """``[[input_modules]]``: a Modbus digital-input module (``evgw meter profiles`` style
+    profiles in ``drivers/inputs/profiles``, or a ``[meter_profiles]`` folder)."""
+
+    module_id: Annotated[str, Meta(min_length=1, max_length=32)]
+    profile: NonEmpty
+    transport: Literal["rtu", "tcp", "rtu_over_tcp"] = "rtu"
+    unit_id: UnitId
+    port: str | None = None
+    baud: Baud = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stop_bits: Literal[1, 2] = 1
+    host: str | None = None
+    tcp_port: Port = 502
+    poll_interval_s: Annotated[float, Meta(ge=0.1, le=60)] = 0.5
+    timeout_s: Annotated[float, Meta(gt=0, le=30)] = 0.5
+    offline_after_failures: Annotated[int, Meta(ge=1, le=100)] = 3
+    """Failed reads in a row before the module's own fault alarm (its inputs keep their state)."""
+
+
+class InputSection(Section, kw_only=True):
+    """``[[inputs]]``: one contact of a module, what it means and whom it concerns."""
+
+    input_id: Annotated[str, Meta(min_length=1, max_length=32)]
+    module: NonEmpty
+    """The ``module_id`` of its ``[[input_modules]]`` entry."""
+    channel: Annotated[int, Meta(ge=0, le=63)]
+    role: Literal[
+        "estop", "smoke_charger", "smoke_room", "door", "breaker_aux", "seal", "flood", "custom"
+    ]
+    active_level: Literal["high", "low"] = "high"
+    """``low``: the alarm is an open contact (a normally-closed loop)."""
+    debounce_s: Annotated[float, Meta(ge=0, le=60)] = 0.2
+    connectors: list[NonEmpty] = msgspec.field(default_factory=list)
+    """The connectors it concerns; empty: the whole station."""
+    description: Annotated[str, Meta(max_length=100)] = ""
+
+
 class CanBusSection(Section, kw_only=True):
     connector_id: NonEmpty
     interface: NonEmpty
@@ -236,6 +274,8 @@ class Config(Section, kw_only=True):
     meters: list[MeterSection] = msgspec.field(default_factory=list)
     meter_profiles: MeterProfilesSection = msgspec.field(default_factory=MeterProfilesSection)
     can_buses: list[CanBusSection] = msgspec.field(default_factory=list)
+    input_modules: list[InputModuleSection] = msgspec.field(default_factory=list)
+    inputs: list[InputSection] = msgspec.field(default_factory=list)
     tariffs: list[TariffSection] = msgspec.field(default_factory=list)
     uplinks: UplinksSection = msgspec.field(default_factory=UplinksSection)
     ledger: LedgerSection = msgspec.field(default_factory=LedgerSection)

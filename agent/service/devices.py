@@ -26,11 +26,14 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from agent.config.schema import Config, MeterSection
+from agent.config.schema import Config, InputModuleSection, MeterSection
 from agent.station.inputs import BusActivity
 from drivers.dlt645.poller import Dlt645Poller, DltMeterSpec
 from drivers.dlt645.profile import DltProfile, load_dlt645_profiles
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
+from drivers.inputs.events import InputChanged, InputEvent
+from drivers.inputs.modbus_di import DiPoller, InputSpec, ModuleSpec
+from drivers.inputs.profile import load_module_profiles
 from drivers.modbus.events import MeterClockDrift, MeterReplaced, MeterTamper, SealEvent
 from drivers.modbus.line import LineDiscipline
 from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging
@@ -123,14 +126,18 @@ Poller = LinePoller | Dlt645Poller
 
 
 def build_pollers(
-    config: Config, profiles: MeterProfiles, sink: asyncio.Queue[Any] | Callable[[Any], object]
+    config: Config,
+    profiles: MeterProfiles,
+    sink: asyncio.Queue[Any] | Callable[[Any], object],
+    disciplines: dict[str, LineDiscipline] | None = None,
 ) -> list[Poller]:
     """One poller per protocol and line; pollers of one serial port share its discipline
-    (lock, gap, port holder), so Modbus and DL/T 645 meters can share an RS-485 line."""
+    (lock, gap, port holder), so Modbus and DL/T 645 meters (and input modules, given the
+    same ``disciplines``) can share an RS-485 line."""
     lines: dict[tuple[str, LineSpec], list[MeterSection]] = {}
     for meter in config.meters:
         lines.setdefault((meter.protocol, line_of(meter)), []).append(meter)
-    disciplines: dict[str, LineDiscipline] = {}
+    disciplines = {} if disciplines is None else disciplines
     pollers: list[Poller] = []
     for (protocol, line), meters in lines.items():
         discipline = None
@@ -143,6 +150,58 @@ def build_pollers(
         else:
             modbus = [meter_spec(m, config) for m in meters]
             pollers.append(LinePoller(line, modbus, profiles.modbus, sink, discipline=discipline))
+    return pollers
+
+
+def module_line(m: InputModuleSection) -> LineSpec:
+    if m.transport == "rtu":
+        assert m.port is not None  # the config cross-check guarantees it
+        return SerialLineSpec(
+            m.port, baud=m.baud, parity=m.parity, stopbits=m.stop_bits, timeout_s=m.timeout_s
+        )
+    assert m.host is not None
+    return TcpLineSpec(
+        m.host, m.tcp_port, timeout_s=m.timeout_s, rtu_framing=m.transport == "rtu_over_tcp"
+    )
+
+
+def build_input_pollers(
+    config: Config,
+    sink: Callable[[Any], object],
+    disciplines: dict[str, LineDiscipline],
+) -> list[DiPoller]:
+    """One poller per line of ``[[input_modules]]``, on the disciplines the meters use."""
+    profiles = load_module_profiles(config.meter_profiles.dirs)
+    lines: dict[LineSpec, list[ModuleSpec]] = {}
+    for mod in config.input_modules:
+        inputs = tuple(
+            InputSpec(
+                i.input_id,
+                i.channel,
+                i.role,
+                active_high=i.active_level == "high",
+                debounce_s=i.debounce_s,
+                connectors=tuple(i.connectors),
+            )
+            for i in config.inputs
+            if i.module == mod.module_id
+        )
+        spec = ModuleSpec(
+            mod.module_id,
+            mod.unit_id,
+            mod.profile,
+            inputs,
+            poll_interval_s=mod.poll_interval_s,
+            timeout_s=mod.timeout_s,
+            offline_after=mod.offline_after_failures,
+        )
+        lines.setdefault(module_line(mod), []).append(spec)
+    pollers = []
+    for line, modules in lines.items():
+        discipline = None
+        if isinstance(line, SerialLineSpec):
+            discipline = disciplines.setdefault(line.port, LineDiscipline(line.gap_s))
+        pollers.append(DiPoller(line, modules, profiles, sink, discipline=discipline))
     return pollers
 
 
@@ -166,6 +225,7 @@ class Devices:
     clock: Callable[[], float] = time.time
     listeners: list[CanListener] = field(default_factory=list)
     pollers: list[Poller] = field(default_factory=list)
+    input_pollers: list[DiPoller] = field(default_factory=list)
     bus_states: dict[str, BusStateChanged] = field(default_factory=dict)
     poll_counts: dict[str, Counter[str]] = field(default_factory=dict)
     """Per meter: polls that read (``ok``), failed, or were skipped while backing off."""
@@ -181,8 +241,18 @@ class Devices:
             CanListener(bus_spec(config, i), devices._from_bus)
             for i in range(len(config.can_buses))
         ]
-        devices.pollers = build_pollers(config, profiles, devices._from_meter)
+        disciplines: dict[str, LineDiscipline] = {}
+        devices.pollers = build_pollers(config, profiles, devices._from_meter, disciplines)
+        devices.input_pollers = build_input_pollers(config, devices._from_input, disciplines)
         return devices
+
+    def _from_input(self, item: InputEvent) -> None:
+        """Site inputs are logged until the station model raises their alarms (the roles'
+        alarm codes: docs/METERS.md, site inputs)."""
+        alarm = item.active
+        if isinstance(item, InputChanged) and item.initial and not item.active:
+            alarm = False
+        log.log(logging.WARNING if alarm else logging.INFO, "input: %s", item)
 
     def _from_meter(self, item: Any) -> None:
         """Readings and meter events go to the station; identity and seal events are logged
@@ -218,7 +288,8 @@ class Devices:
             await asyncio.sleep(1.0)
 
     async def run_meter_polls(self) -> None:
-        """Poll every meter at its interval until cancelled; close the lines at the end."""
+        """Poll every meter and input module at its interval until cancelled; close the lines
+        at the end. (The service starts this when the config has meters.)"""
         scheduler = AsyncIOScheduler()
         interval_s = {m.meter_id: m.poll_interval_s for m in self.config.meters}
         for poller in self.pollers:
@@ -234,6 +305,20 @@ class Devices:
                     coalesce=True,
                     misfire_grace_time=None,
                 )
+        module_interval_s = {m.module_id: m.poll_interval_s for m in self.config.input_modules}
+        for di in self.input_pollers:
+            for spec_id in di.module_ids:
+                scheduler.add_job(
+                    self._poll_inputs,
+                    "interval",
+                    args=(di, spec_id),
+                    seconds=module_interval_s[spec_id],
+                    next_run_time=datetime.datetime.now(datetime.UTC),
+                    id=f"inputs-{spec_id}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=None,
+                )
         scheduler.start()
         try:
             await asyncio.Event().wait()
@@ -241,8 +326,16 @@ class Devices:
             scheduler.shutdown(wait=False)
             for poller in self.pollers:
                 poller.close()
+            for di in self.input_pollers:
+                di.close()
 
-    async def _poll(self, poller: LinePoller, meter_id: str) -> None:
+    async def _poll_inputs(self, di: DiPoller, module_id: str) -> None:
+        try:
+            await di.poll(module_id, self.clock())
+        except Exception:  # a driver bug must not kill the schedule: log it, next poll retries
+            log.exception("reading input module %s failed", module_id)
+
+    async def _poll(self, poller: Poller, meter_id: str) -> None:
         ts = self.clock()
         counts = self.poll_counts.setdefault(meter_id, Counter())
         if not poller.health(meter_id).due(ts):
