@@ -15,7 +15,7 @@ ROLES: Final = (
     "flood",
     "custom",
 )
-"""What a site input means; the station maps each role to its alarm (docs/METERS.md §11)."""
+"""What a site input means; the station maps each role to its alarm (docs/METERS.md §10)."""
 
 
 @dataclass(frozen=True, slots=True)
