@@ -64,7 +64,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _pack(args: argparse.Namespace) -> int:
     if not args.wheels.is_dir():
         raise UserError(f"{args.wheels} is not a folder of wheels", 2)
-    artefact, version = pack(args.wheels, GatewayKey.load(args.key), args.out)
+    if not args.key.is_file():
+        raise UserError(
+            f"release key {args.key} does not exist (make one: evgw keys generate --key FILE)", 2
+        )
+    try:
+        artefact, version = pack(args.wheels, GatewayKey.load(args.key), args.out)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or args.out}: {exc.strerror}", 2) from None
     print(f"wrote {artefact} and {artefact.name}.sig (evgw {version})")
     return 0
 
@@ -84,7 +91,10 @@ def _apply(args: argparse.Namespace) -> int:
         start_timeout_s=args.start_timeout_s,
         health_s=args.health_s,
     )
-    version = apply(settings, args.artefact, args.signature)
+    try:
+        version = apply(settings, args.artefact, args.signature)
+    except OSError as exc:
+        raise UserError(f"{exc.filename or layout.opt}: {exc.strerror}: run as root", 2) from None
     print(f"evgw {version} is running and healthy; previous release kept for a rollback")
     return 0
 

@@ -169,8 +169,11 @@ def apply(s: UpdateSettings, artefact: Path, signature: Path | None = None) -> s
     layout.record("update_switched", version=new, previous=old)
     if old is not None:
         layout.point(layout.previous, old)
-    restarted = _restart_into(s, new)
-    reason = _healthy(s, new, before, restarted)
+    try:
+        restarted = _restart_into(s, new)
+        reason = _healthy(s, new, before, restarted)
+    except UpdateFailed as exc:  # the unit did not stop or start: go back all the same
+        reason = str(exc)
     if reason is None:
         layout.record("update_healthy", version=new, previous=old)
         return new
