@@ -6,6 +6,7 @@ import pytest
 
 from agent.records.bodies import (
     BODY_TYPES,
+    KINDS,
     AlarmBody,
     BmsProcessBody,
     BodyError,
@@ -13,7 +14,6 @@ from agent.records.bodies import (
     body_to_dict,
     decode_body,
 )
-from agent.records.bodies import KINDS
 
 
 def bms() -> BmsProcessBody:
