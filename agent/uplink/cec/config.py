@@ -64,6 +64,18 @@ class CecSection(Section, kw_only=True):
     """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
     accept_lowercase_sig: bool = False
     """Platform quirk: the platform answers with a lower-case hex Sig."""
+    serve_listen: (
+        Annotated[str, Meta(pattern=r"^[^\s:]+:[0-9]{1,5}$", description="host:port")] | None
+    ) = None
+    """Serve the platform's queries on this address (off by default; needs the inbound
+    secrets in secrets.toml)."""
+    serve_base_path: Annotated[
+        str, Meta(pattern=r"^/\S*/$", description="a path that starts and ends with /")
+    ] = "/evcs/v1/"
+    serve_cert_file: str | None = None
+    serve_key_file: str | None = None
+    serve_client_ca_file: str | None = None
+    """Require client certificates signed by this CA (mutual TLS)."""
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -73,6 +85,12 @@ def cross_check(config: Config, cec: CecSection) -> list[str]:
     problems = []
     if (cec.cert_file is None) != (cec.key_file is None):
         problems.append("uplinks.cec: cert_file and key_file must be given together")
+    if (cec.serve_cert_file is None) != (cec.serve_key_file is None):
+        problems.append("uplinks.cec: serve_cert_file and serve_key_file must be given together")
+    if cec.serve_client_ca_file is not None and cec.serve_cert_file is None:
+        problems.append("uplinks.cec.serve_client_ca_file: mutual TLS needs serve_cert_file")
+    if cec.serve_listen is not None and not 1 <= int(cec.serve_listen.rpartition(":")[2]) <= 65535:
+        problems.append(f"uplinks.cec.serve_listen: port outside 1..65535 in {cec.serve_listen!r}")
     for i, e in enumerate(config.equipment):
         if len(e.manufacturer_id) != 9:
             problems.append(

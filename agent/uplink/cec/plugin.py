@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.config.section import Secret
 from agent.uplink.cec.check import check_platform
+from agent.uplink.cec.codec import CecSecrets
 from agent.uplink.cec.config import CecSection, cross_check
 from agent.uplink.cec.reconcile import MARKS_FILE
+from agent.uplink.cec.server import ServeSettings
 from agent.uplink.cec.uplink import CecSettings, CecUplink
 from agent.uplink.plugin import UplinkPlugin
 
@@ -17,6 +20,10 @@ if TYPE_CHECKING:
     from agent.commission.results import CheckResult
     from agent.config.schema import Config
     from agent.ledger import Ledger
+
+log = logging.getLogger("agent.uplink.cec")
+
+NO_SECRET: Final = Secret("")
 
 SIXTEEN_BYTES = ("data_secret", "data_iv", "sig_secret")
 """The AES key, the IV and the HMAC key are 16 bytes each (T/CEC 102 §8)."""
@@ -30,6 +37,18 @@ class CecPlatformSecrets:
     data_secret: Secret
     data_iv: Secret
     sig_secret: Secret
+    inbound_operator_secret: Secret = NO_SECRET
+    """The inbound set (``serve_listen``): issued by the gateway's operator to the platform."""
+    inbound_data_secret: Secret = NO_SECRET
+    inbound_data_iv: Secret = NO_SECRET
+    inbound_sig_secret: Secret = NO_SECRET
+
+    def inbound(self) -> CecSecrets | None:
+        if not self.inbound_sig_secret:
+            return None
+        return CecSecrets(
+            str(self.inbound_data_secret), str(self.inbound_data_iv), str(self.inbound_sig_secret)
+        )
 
 
 def _secret(table: dict[str, Any], key: str, problems: list[str]) -> Secret:
@@ -37,18 +56,22 @@ def _secret(table: dict[str, Any], key: str, problems: list[str]) -> Secret:
     if not isinstance(value, str) or not value:
         problems.append(f"cec.{key}: required, a non-empty string")
         return Secret("")
-    if key in SIXTEEN_BYTES and len(value.encode()) != 16:
+    if key.removeprefix("inbound_") in SIXTEEN_BYTES and len(value.encode()) != 16:
         problems.append(
             f"cec.{key}: must be 16 ASCII characters, found {len(value.encode())} bytes"
         )
     return Secret(value)
 
 
+OUTBOUND = ("operator_secret", "data_secret", "data_iv", "sig_secret")
+INBOUND = tuple(f"inbound_{key}" for key in OUTBOUND)
+
+
 def parse_secrets(table: dict[str, Any] | None, problems: list[str]) -> CecPlatformSecrets:
+    """The outbound set (required) and the inbound set (all four, or none)."""
     table = table or {}
-    return CecPlatformSecrets(
-        **{key: _secret(table, key, problems) for key in CecPlatformSecrets.__slots__}
-    )
+    keys = OUTBOUND + (INBOUND if any(k in table for k in INBOUND) else ())
+    return CecPlatformSecrets(**{key: _secret(table, key, problems) for key in keys})
 
 
 def _path(value: str | None) -> Path | None:
@@ -90,10 +113,43 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
     )
 
 
+def serve_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> ServeSettings | None:
+    """The query server's settings, or None when it is off (no ``serve_listen``)."""
+    if c.serve_listen is None:
+        return None
+    inbound = s.inbound()
+    if inbound is None:
+        log.error(
+            "uplinks.cec.serve_listen is set but secrets.toml [cec] has no inbound_* secrets: "
+            "the platform's queries are not served"
+        )
+        return None
+    host, _, port = c.serve_listen.rpartition(":")
+    return ServeSettings(
+        host=host,
+        port=int(port),
+        base_path=c.serve_base_path,
+        platform_operator_id=c.platform_operator_id,
+        operator_secret=str(s.inbound_operator_secret),
+        secrets=inbound,
+        station_id=config.station.station_id,
+        connectors=tuple(
+            (e.equipment_id, conn.connector_id) for e in config.equipment for conn in e.connectors
+        ),
+        cert_file=_path(c.serve_cert_file),
+        key_file=_path(c.serve_key_file),
+        client_ca_file=_path(c.serve_client_ca_file),
+    )
+
+
 def build(
     config: Config, section: CecSection, secrets: CecPlatformSecrets, ledger: Ledger
 ) -> CecUplink:
-    return CecUplink(cec_settings(config, section, secrets), ledger)
+    return CecUplink(
+        cec_settings(config, section, secrets),
+        ledger,
+        serve=serve_settings(config, section, secrets),
+    )
 
 
 async def check(

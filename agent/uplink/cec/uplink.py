@@ -31,6 +31,7 @@ import asyncio
 import enum
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +46,7 @@ from agent.uplink.cec.peer import LinkWatch, PeerGate
 from agent.uplink.cec.periodic import CecCounters, Periodic
 from agent.uplink.cec.reconcile import DoneMarks, Reconciler
 from agent.uplink.cec.resend import Resender
+from agent.uplink.cec.server import QueryServer, ServeSettings
 from agent.uplink.cec.settings import CecSettings
 from agent.uplink.cec.token import TokenManager, TokenUnavailable
 from agent.uplink.retry import Backoff, RetryState
@@ -78,6 +80,7 @@ class CecUplink:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        serve: ServeSettings | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.uplink_name
@@ -121,6 +124,8 @@ class CecUplink:
             reconciler,
         )
         self.resender = Resender(self, ledger)
+        self.queries = QueryServer(serve, ledger, self._ctx, clock) if serve else None
+        """The server of the platform's queries, when ``serve_listen`` is set."""
 
     def status(self) -> dict[str, Any]:
         """Counters, registration and peer state, refused answers, the token's life left."""
@@ -158,12 +163,27 @@ class CecUplink:
     async def run(self) -> None:
         """Drain the ledger to the platform until cancelled."""
         async with self:
+            self._start_queries()
             ticker = asyncio.create_task(self._ticker(), name=f"{self.name}-ticker")
             try:
                 await self._drain_forever()
             finally:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
+                if self.queries is not None:
+                    self.queries.stop()
+
+    def _start_queries(self) -> None:
+        """Serve the platform's queries; a port in use or a bad certificate is logged and
+        costs the queries only, never the uplink."""
+        if self.queries is None:
+            return
+        try:
+            self.queries.start()
+        except (OSError, ssl.SSLError) as exc:
+            s = self.queries.settings
+            log.error("cannot serve T/CEC queries on %s:%d: %s", s.host, s.port, exc)
+            self.queries = None
 
     async def _drain_forever(self) -> None:
         self.stats.backlog = await self._ledger.backlog(self.name)
