@@ -251,7 +251,7 @@ def mismatch(o: OpenSession, held: list[BmsEvent]) -> str | None:
     for e in held:
         if isinstance(e, VehicleIdentified) and e.vin and o.vin and e.vin != o.vin:
             return f"another vehicle: VIN {e.vin}, the open session's is {o.vin}"
-        soc = e.soc_pct if isinstance(e, ChargingSample | SessionEnded) else None
+        soc = _soc_of(e)
         if soc is not None and o.soc_last_pct is not None and soc < o.soc_last_pct:
             return f"SOC {soc} % is behind the open session's {o.soc_last_pct} %"
         minutes = e.cumulative_charge_time_min if isinstance(e, ChargingSample) else None
@@ -264,6 +264,14 @@ def mismatch(o: OpenSession, held: list[BmsEvent]) -> str | None:
                 f"the charger's charging time ({minutes} min) is behind the open session's "
                 f"({o.elapsed_minutes} min)"
             )
+    return None
+
+
+def _soc_of(e: BmsEvent) -> int | None:
+    if isinstance(e, ChargingSample):
+        return e.soc_pct
+    if isinstance(e, SessionEnded):
+        return e.soc_end_pct
     return None
 
 

@@ -376,8 +376,8 @@ def downtime_plans() -> list[SessionPlan]:
     return [
         plan(1, 14.0, 1.5, 30),
         plan(2, 6.0, 3.0, 40),
-        plan(3, 3.0, 20.0, 50),
-        plan(4, 8.0, 15.0, 60),
+        plan(3, 3.0, 26.0, 50),  # idle long enough for a restart, the window and a kill
+        plan(4, 8.0, 24.0, 60),
     ]
 
 

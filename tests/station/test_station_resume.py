@@ -22,7 +22,7 @@ from agent.station.session import MeterPoint
 from agent.station.writer import StationWriter, load_open_sessions
 from agent.uplink.cec.mapping import MappingContext, notification_for
 from drivers.gbt27930.decode import decode
-from drivers.gbt27930.events import ChargingSample
+from drivers.gbt27930.events import ChargingSample, SessionEnded
 from drivers.gbt27930.frames import Frame
 from drivers.gbt27930.pipeline import Pipeline
 from drivers.gbt27930.tracker import Tracker
@@ -49,6 +49,11 @@ def session(vin: str = "LRESUME0000000001", soc: float = 30.0, start_ts: float =
 def register(kwh: float) -> float:
     """What the simulated meter's register shows for ``kwh`` (0.001 kWh resolution)."""
     return int(kwh * 1000) / 1000
+
+
+def pipeline_events(frames: list[Frame]) -> list[object]:
+    pipe = Pipeline(DC)
+    return [e for f in frames for e in pipe.feed(f.ts, f.can_id, f.data)] + pipe.finish()
 
 
 def charging_ts(s: SimSession) -> float:
@@ -421,3 +426,25 @@ def test_older_sessions_left_without_an_order_are_closed_at_start() -> None:
     [order] = [r.body for r in out if r.kind == "charge_order"]
     assert order["session_id"] == "DC-old" and order["energy_kwh"] == 1.5
     assert order["end_ts_estimated"] is True and any("later session" in n for n in order["notes"])
+
+
+async def test_a_restart_during_the_stop_continues_the_session_to_its_statistics(
+    tmp_path: Path,
+) -> None:
+    """Back while the charger and the BMS exchange their stop and statistics messages: the
+    session continues (joined late in stopping) and closes with the stop they give."""
+    rig = make_rig(tmp_path)
+    s = session()
+    cut = charging_ts(s) + 60
+    at_cut = await rig.first_run(s, [f for f in s.frames if f.ts < cut], MeterPlan())
+    back = next(f.ts for f in s.frames if (f.can_id >> 16) & 0xFF == 0x19)  # the first BST
+    rest = [f for f in s.frames if f.ts >= back]
+    await rig.restart(s, rest, MeterPlan(start_kwh=at_cut + energy_between(s, cut, back)))
+    [order] = bodies(await rig.all("charge_order"))
+    assert order["resumed"] == 1 and order["end_reason"] == "normal"
+    assert order["stop_reason"] == 2 and order["charger_energy_kwh"] is not None
+    assert order["soc_end_pct"] == s.expected.soc_end_pct
+    # the statistics' SOC is one of the facts judged: behind the open session's, not it
+    stale = OpenSession(DC, "x", 0.0, 1.0, 1000.0, 1001.0, 1.0, 30, 99, None)
+    statistics = [e for e in pipeline_events(rest) if isinstance(e, SessionEnded)]
+    assert statistics and "SOC" in (mismatch(stale, statistics) or "")
