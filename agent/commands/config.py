@@ -1,4 +1,4 @@
-"""``evgw config example|check``."""
+"""``evgw config example|check|diff``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from agent.config.labels import labelled
 from agent.config.load import config_warnings, default_config_path, load_config
 from agent.config.resources import read_resource
 from agent.config.secrets import load_secrets
+from agent.ops.config_diff import affected, diff
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +48,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--secrets", action="store_true", help="also load and check the secrets the uplinks need"
     )
     check.set_defaults(func=_check)
+    compare = actions.add_parser(
+        "diff",
+        help="what a new config changes, and which running parts that touches",
+        description=(
+            "Compare a new config with the running one (its file): every changed key by path, "
+            "arrays of tables by their ids (meters.dc-01.poll_interval_s), then the parts of "
+            "the service the changes concern (a meter line, a CAN bus, an uplink, the station "
+            "model, or a restart). Exit 0 when they are the same, 1 when they differ, 2 when "
+            "either file is not a valid config."
+        ),
+    )
+    compare.add_argument("file", type=Path, help="the new config")
+    compare.add_argument(
+        "--against",
+        type=Path,
+        help=f"the running config (default: $EVGW_CONFIG or {default_config_path()})",
+    )
+    compare.set_defaults(func=_diff)
 
 
 def _example(args: argparse.Namespace) -> int:
@@ -76,3 +95,17 @@ def _check(args: argparse.Namespace) -> int:
         f"{len(config.can_buses)} CAN buses"
     )
     return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    running = args.against or default_config_path()
+    old, new = load_config(running), load_config(args.file)
+    changes = diff(old, new)
+    if not changes:
+        print(f"{args.file}: the same as {running}")
+        return 0
+    print(f"{args.file} against {running}: {len(changes)} changes")
+    print("".join(f"  {change}\n" for change in changes), end="")
+    parts = affected(old, new, changes)
+    print("touches: " + ", ".join(parts))
+    return 1
