@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from agent.config.schema import Config
+from agent.errors import UserError
 from agent.ledger import GatewayKey, Ledger
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.stats import ledger_stats
@@ -89,9 +90,10 @@ def flush_steps(config: Config, layout: Layout) -> int:
 def running_version(config: Config, window: int = 2000) -> str | None:
     """The version in the last ``gateway_started`` event of the ledger (what runs now)."""
     path = Path(config.ledger.path)
-    if not path.is_file():
+    try:
+        conn = open_for_reading(path)
+    except UserError:  # not there yet, or a service still creating it
         return None
-    conn = open_for_reading(path)
     try:
         last = ledger_stats(conn, path)["last_seq"] or 0
         found = None
