@@ -43,8 +43,11 @@ def rebuild(writer: Writer, reason: str, swap_readers: Swap) -> Recovery | None:
     """Rebuild ``writer``'s file; see the module docstring. None: not now (see the alarm)."""
     with writer.cond:
         pending, writer.batch = writer.batch, Batch()
-    if (pending.rows or pending.ops) and not writer.commit(pending):
-        writer.rebuild_after = time.monotonic() + 1.0  # the disk refuses: try again soon
+    # a failed commit requeues the rows; a damaged file refusing writes is rebuilt anyway
+    # (the rows then go to the new file), a full disk has no room for one: try again soon
+    refused = (pending.rows or pending.ops) and not writer.commit(pending)
+    if refused and writer.fault == "disk_full":
+        writer.rebuild_after = time.monotonic() + 1.0
         return None
     path, tmp = writer.path, recovery.rebuild_path(writer.path)
     log.error("ledger: rebuilding %s while running (%s)", path, reason)

@@ -58,21 +58,62 @@ def _connect(path: Path, limit: int) -> tuple[sqlite3.Connection, bool]:
         return connect(path, writer=True, exclusive=True, limit=limit), True
 
 
+_NO_ROOM = "no room for the -shm file"
+
+
+class _Guard:
+    """A read-only connection held open through the open (and any salvage): the start-up
+    check runs on it, and while it is open no other connection's close is the last one, the
+    one that folds the WAL into the file — a damaged file and its WAL reach salvage, and the
+    ``.corrupt-`` copy, exactly as they were."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn: sqlite3.Connection | None = None
+        if path.exists() and path.stat().st_size:
+            try:
+                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            except sqlite3.Error as exc:
+                self.problem: str | None = f"SQLite cannot open the file: {exc}"
+                return
+        self.problem = None
+
+    def inspect(self, state: State | None) -> str | None:
+        if self.conn is None:
+            return self.problem
+        try:
+            return recovery.tail_problem(self.conn, state)
+        except sqlite3.DatabaseError as exc:
+            return _NO_ROOM if is_space_error(exc) else f"SQLite error: {exc}"
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
 def _checked(
-    path: Path, state: State | None, limit: int
+    path: Path, state: State | None, limit: int, guard: _Guard
 ) -> tuple[sqlite3.Connection | None, bool, str | None]:
-    """A writer connection and the damage the start-up check found (None: none)."""
-    problem = recovery.before_open(path, state)
-    if problem is not None:
+    """A writer connection when the start-up check passed, else the damage it found.
+
+    On a full disk the check runs on the writer connection itself (the read-only one needs a
+    ``-shm``); that connection is then returned with the damage, to be closed after salvage.
+    """
+    problem = recovery.before_open(path, state) or guard.inspect(state)
+    if problem is not None and problem != _NO_ROOM:
         return None, False, problem
+    if problem == _NO_ROOM:
+        guard.close()  # it would keep the exclusive writer out, and guards nothing here
     try:
         conn, exclusive = _connect(path, limit)
     except sqlite3.DatabaseError as exc:
         return None, False, f"SQLite cannot open the file: {exc}"
-    try:
-        return conn, exclusive, recovery.tail_problem(conn, state)
-    except sqlite3.DatabaseError as exc:
-        return conn, exclusive, f"SQLite error: {exc}"
+    if problem == _NO_ROOM:
+        try:
+            problem = recovery.tail_problem(conn, state)
+        except sqlite3.DatabaseError as exc:
+            problem = f"SQLite error: {exc}"
+    return conn, exclusive, problem
 
 
 def prepare(
@@ -91,40 +132,99 @@ def prepare(
         )
     limit = wal_limit(size_cap_bytes)
     recovery.finish_interrupted(path)
-    state = read_state(path)
-    conn, exclusive, problem = _checked(path, state, limit)
-    found: Recovery | None = None
-    damage = None
-    if problem is not None:
-        log.error("ledger %s failed its start-up check: %s", path, problem)
-        try:
-            found, _plan = recovery.recover(
-                path, reason=problem, gateway_id=gateway_id, station_id=station_id,
-                state=state, keys=[key.public],
-            )  # fmt: skip
-        except (OSError, sqlite3.Error) as exc:
-            if conn is None:
-                raise UserError(
-                    f"ledger {path} is damaged ({problem}) and cannot be rebuilt ({exc}); "
-                    "free space on its filesystem, or move the file aside"
-                ) from exc
-            log.error("ledger %s: cannot rebuild now (%s); running on the damaged file", path, exc)
-            damage = problem
-        else:
-            if conn is not None:
-                conn.close()
-            state = None
-            conn, exclusive, problem = _checked(path, None, limit)
-            if conn is None:
-                raise UserError(f"ledger {path}: the rebuilt file does not open ({problem})")
-    assert conn is not None
+    guard = _Guard(path)
     try:
-        opened = _position(conn, path, gateway_id, key, state, exclusive)
+        return _prepare(path, gateway_id, station_id, key, limit, guard)
+    finally:
+        guard.close()
+
+
+def _prepare(
+    path: Path,
+    gateway_id: str | None,
+    station_id: str | None,
+    key: GatewayKey,
+    limit: int,
+    guard: _Guard,
+) -> Opened:
+    state = read_state(path)
+    conn, exclusive, problem = _checked(path, state, limit, guard)
+    if problem is None:
+        opened = _positioned(conn, path, gateway_id, key, state, exclusive)
+        if isinstance(opened, Opened):
+            return opened
+        conn, problem = None, opened
+    log.error("ledger %s failed its start-up check: %s", path, problem)
+    try:
+        found, _plan = recovery.recover(
+            path, reason=problem, gateway_id=gateway_id, station_id=station_id,
+            state=state, keys=[key.public],
+        )  # fmt: skip
+    except (OSError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
+        return _damaged(path, gateway_id, key, state, limit, problem, exc)
+    if conn is not None:  # the guard is still open: this close does not fold the WAL in
+        conn.close()
+    guard.close()
+    fresh = _Guard(path)
+    try:
+        conn, exclusive, again = _checked(path, None, limit, fresh)
+        if again is not None and conn is not None:
+            conn.close()
+        rebuilt = again or _positioned(conn, path, gateway_id, key, None, exclusive)
+    finally:
+        fresh.close()
+    if not isinstance(rebuilt, Opened):
+        raise UserError(f"ledger {path}: the rebuilt file does not open ({rebuilt})")
+    rebuilt.recovery = found
+    return rebuilt
+
+
+def _damaged(
+    path: Path,
+    gateway_id: str | None,
+    key: GatewayKey,
+    state: State | None,
+    limit: int,
+    problem: str,
+    exc: BaseException,
+) -> Opened:
+    """No rebuild possible now (no room): run on the damaged file if it can be read."""
+    log.error("ledger %s: cannot rebuild now (%s); running on the damaged file", path, exc)
+    try:
+        conn, exclusive = _connect(path, limit)
+    except sqlite3.DatabaseError:
+        conn, exclusive = None, False
+    kept = _positioned(conn, path, gateway_id, key, state, exclusive)
+    if not isinstance(kept, Opened):
+        raise UserError(
+            f"ledger {path} is damaged ({problem}) and cannot be rebuilt ({exc}); "
+            "free space on its filesystem, or move the file aside"
+        ) from exc
+    kept.damage = problem
+    return kept
+
+
+def _positioned(
+    conn: sqlite3.Connection | None,
+    path: Path,
+    gateway_id: str | None,
+    key: GatewayKey,
+    state: State | None,
+    exclusive: bool,
+) -> Opened | str:
+    """Where the chain stands, or the damage that stops reading it (the connection closed)."""
+    if conn is None:
+        return "the ledger file cannot be opened"
+    try:
+        return _position(conn, path, gateway_id, key, state, exclusive)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        return f"SQLite error: {exc}"
     except BaseException:
         conn.close()
         raise
-    opened.recovery, opened.damage = found, damage
-    return opened
 
 
 def _position(

@@ -153,6 +153,12 @@ def connect(
     return conn
 
 
+def is_corrupt(exc: BaseException) -> bool:
+    """An SQLite error that means a damaged file (not a busy or full one)."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc)
+
+
 def is_space_error(exc: BaseException) -> bool:
     """An SQLite error that means the disk is full (or cannot grow a file)."""
     name = str(getattr(exc, "sqlite_errorname", ""))

@@ -34,7 +34,7 @@ from agent.ledger.batch import Batch, Chain, Done, Health, Limits, Op, Row, make
 from agent.ledger.keys import GatewayKey
 from agent.ledger.pressure import Drops, held_bytes, shed
 from agent.ledger.state import Abandoned, State, StateFile
-from agent.ledger.store import is_space_error, wal_limit
+from agent.ledger.store import is_corrupt, is_space_error, wal_limit
 from agent.ledger.upkeep import Upkeep
 from agent.records.envelope import Record, iso_ts
 
@@ -379,6 +379,8 @@ class Writer(Upkeep):
             self.submit(self.alarm(state, "raised", message))
         if full:
             self._reclaim()
+        elif is_corrupt(exc):
+            self.request_rebuild(f"a write failed on a damaged page ({exc})")
 
     def _cleared(self) -> None:
         self._retry_s = 0.0

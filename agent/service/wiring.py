@@ -180,7 +180,9 @@ class Runtime:
                 await asyncio.sleep(0.05)
 
     async def close(self) -> None:
-        await self.ledger.close()
+        # within the stop budget even on a full disk: what cannot be written by then is
+        # recorded in the ledger's state file and declared lost at the next start
+        await self.ledger.close(timeout_s=1.0)
 
 
 def build_components(runtime: Runtime) -> list[Component]:
@@ -210,7 +212,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         station_id=config.station.station_id,
         on_health=_on_ledger_health,
     )
-    await ledger.append(
+    ledger.append_nowait(  # not awaited: on a full disk the service must still get READY
         lifecycle_event(
             config,
             "gateway_started",

@@ -9,6 +9,7 @@ damaged without a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -29,6 +30,13 @@ flipped byte also breaks the frame's checksum: the WAL is then salvaged, losing 
 MAY_BE_HARMLESS = {"truncate_one_page"}
 """The page cut off may have a newer copy in the WAL; if not, it costs about one page."""
 ROWS_PER_PAGE = 16
+
+
+def file_digest(path: Path) -> str | None:
+    """The file's SHA-256; None for a missing or empty one (the start-up check's read-only
+    connection may leave an empty WAL where there was none)."""
+    data = path.read_bytes() if path.exists() else b""
+    return hashlib.sha256(data).hexdigest() if data else None
 
 
 def exported(path: Path) -> tuple[list[dict[str, object]], list[bytes]]:
@@ -86,6 +94,7 @@ async def test_damage_is_declared_once_and_never_stops_the_ledger(
     path = tmp_path / "ledger.db"
     acked = written(path, key_path)
     DAMAGE[damage](path)
+    damaged = {suffix: file_digest(Path(f"{path}{suffix}")) for suffix in ("", "-wal")}
 
     ledger = await open_and_check(path, key)
     after = await ledger.append(record("charge_order", n=1))
@@ -116,6 +125,10 @@ async def test_damage_is_declared_once_and_never_stops_the_ledger(
     if recovered is not None:
         assert recovered.moved_to is None or recovered.moved_to.exists()
         assert recovered.lost == len(lost)
+        if recovered.moved_to is not None and not recovered.reason.startswith("integrity"):
+            # recovered at open: the damaged file and its WAL are kept exactly as they were
+            kept = {s: file_digest(Path(f"{recovered.moved_to}{s}")) for s in ("", "-wal")}
+            assert kept == damaged
     report: Report = verify_lines(lines, [key.public])
     assert report.ok, report.problems[:5]
     assert len(report.declared) == len({r for r in report.declared})
