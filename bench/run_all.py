@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ("can_decode", "modbus_poll", "ledger", "station", "uplink", "agent_footprint")
+ORDER = (
+    "can_decode",
+    "modbus_poll",
+    "dlt645_poll",
+    "ledger",
+    "ledger_startup",
+    "station",
+    "uplink",
+    "agent_footprint",
+)
 KEYWORDS = ("ratio", "goal", "target", "PASS", "FAIL", "peak RSS", "/s")
 
 
