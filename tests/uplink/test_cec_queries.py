@@ -7,6 +7,8 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from agent.config.errors import ConfigError
 from agent.config.load import parse_config
 from agent.ledger import Ledger
+from agent.records.bodies import ConnectorStatsBody, StationStatsBody, decode_body
 from agent.uplink.cec.codec import CecSecrets
 from agent.uplink.cec.plugin import parse_secrets, serve_settings
 from agent.uplink.cec.rules import STATION_INFO, validate
@@ -21,10 +24,13 @@ from agent.uplink.cec.server import ServeSettings
 from agent.uplink.cec.uplink import CecUplink
 from sim.platform_client import PlatformQueries
 from tests.uplink.conftest import (
+    OPERATOR_ID,
     STATION,
     FakeClock,
     Pki,
+    alarm_record,
     bms_body,
+    event_record,
     identity_record,
     record,
     status_record,
@@ -41,9 +47,8 @@ SERVE = ServeSettings(
     platform_operator_id=PLATFORM,
     operator_secret="inboundopsecret1",
     secrets=INBOUND,
-    station_id=STATION,
-    connectors=(("EQ1", "C1"), ("EQ1", "C2")),
 )
+CONNECTORS = (("EQ1", "C1"), ("EQ1", "C2"))
 
 
 @pytest.fixture
@@ -54,7 +59,12 @@ async def served(
     await ledger.append(status_record(status=1))
     await ledger.append(status_record(status=3, offset_s=5))
     await ledger.append(record("bms_process", bms_body()))
-    uplink = CecUplink(make_settings("http://127.0.0.1:9/"), ledger, clock=clock, serve=SERVE)
+    uplink = CecUplink(
+        make_settings("http://127.0.0.1:9/", connectors=CONNECTORS),
+        ledger,
+        clock=clock,
+        serve=SERVE,
+    )
     assert uplink.queries is not None
     uplink.queries.start()
     client = PlatformQueries(
@@ -178,10 +188,7 @@ def test_serve_settings_from_the_config(caplog: pytest.LogCaptureFixture) -> Non
     full = {**OUTBOUND, **{f"inbound_{k}": v.lower() for k, v in OUTBOUND.items()}}
     serve = serve_settings(config, section, parse_secrets(full, []))
     assert serve is not None and (serve.host, serve.port) == ("0.0.0.0", 8803)
-    assert serve.platform_operator_id == "MA5GOV001" and serve.connectors == (
-        ("E1", "C1"),
-        ("E1", "C2"),
-    )
+    assert serve.platform_operator_id == "MA5GOV001"
     assert serve_settings(config, section, parse_secrets(OUTBOUND, [])) is None
     assert "no inbound_* secrets" in caplog.text
 
@@ -191,7 +198,9 @@ async def test_mutual_tls_and_a_port_in_use(
 ) -> None:
     await ledger.append(identity_record())
     tls = replace(SERVE, cert_file=pki.server_cert, key_file=pki.server_key, client_ca_file=pki.ca)
-    uplink = CecUplink(make_settings("http://127.0.0.1:9/"), ledger, clock=clock, serve=tls)
+    uplink = CecUplink(
+        make_settings("http://127.0.0.1:9/", connectors=CONNECTORS), ledger, clock=clock, serve=tls
+    )
     uplink._start_queries()
     assert uplink.queries is not None
     try:
@@ -206,9 +215,79 @@ async def test_mutual_tls_and_a_port_in_use(
         with pytest.raises(httpx.HTTPError):
             await asyncio.to_thread(anonymous.fetch_token)
         taken = replace(SERVE, port=uplink.queries.port)
-        second = CecUplink(make_settings("http://127.0.0.1:9/"), ledger, clock=clock, serve=taken)
+        second = CecUplink(
+            make_settings("http://127.0.0.1:9/", connectors=CONNECTORS),
+            ledger,
+            clock=clock,
+            serve=taken,
+        )
         second._start_queries()
         assert second.queries is None and "cannot serve T/CEC queries" in caplog.text
     finally:
         uplink.queries.stop()
     assert "Traceback" not in caplog.text
+
+
+async def test_alarms_events_statistics_and_frequency(
+    ledger: Ledger, clock: FakeClock, tmp_path: Path
+) -> None:
+    await ledger.append(alarm_record(code=101))  # raised, still raised
+    await ledger.append(alarm_record(code=3, with_bms=False))
+    await ledger.append(alarm_record(code=3, status="cleared", with_bms=False))
+    await ledger.append(event_record(7001))
+    await ledger.append(event_record(None))  # no T/CEC code: not the platform's
+    day = StationStatsBody(
+        period="day",
+        period_start_ts="2024-12-31T16:00:00.000Z",
+        period_end_ts="2025-01-01T16:00:00.000Z",
+        connectors=(
+            ConnectorStatsBody(connector_id="C1", equipment_id="EQ1", energy_kwh=30.25, sessions=2),
+        ),
+    )
+    await ledger.append(record("station_stats", day, connector=None, offset_s=5 * 3600 + 60))
+    cadence = tmp_path / "cec-cadence.json"
+    settings = make_settings("http://127.0.0.1:9/", connectors=CONNECTORS, cadence_file=cadence)
+    uplink = CecUplink(settings, ledger, clock=clock, serve=SERVE)
+    assert uplink.queries is not None
+    uplink.queries.start()
+    client = PlatformQueries(
+        f"http://127.0.0.1:{uplink.queries.port}/evcs/v1/", PLATFORM, "inboundopsecret1", INBOUND
+    )
+    try:
+        head = {"StationID": STATION, "OperatorID": OPERATOR_ID}
+        alarms = await ask(client, "query_alarm_info", {**head, "EquipmentID": "EQ1"})
+        assert [a["AlarmCode"] for a in alarms.reply["AlarmInfos"]] == [101]
+        window = {**head, "StartTime": "2025-01-01 10:00:00", "EndTime": "2025-01-01 12:00:00"}
+        events = await ask(client, "query_event_info", window)
+        assert [e["EventCode"] for e in events.reply["EventInfos"]] == [7001]
+        early = {**window, "EndTime": "2025-01-01 10:30:00"}
+        assert (await ask(client, "query_event_info", early)).reply == {"EventInfos": []}
+        days = {"StationID": STATION, "StartTime": "2025-01-01", "EndTime": "2025-01-01"}
+        stats = (await ask(client, "query_station_stats", days)).reply["StationStats"]
+        assert stats["StationElectricity"] == Decimal("30.3")
+        (eq,) = stats["EquipmentStatsInfos"]
+        assert [c["ConnectorElectricity"] for c in eq["ConnectorStatsInfos"]] == [
+            Decimal("30.3"), Decimal("0.0")
+        ]  # fmt: skip
+        charge = (await ask(client, "query_station_charge_stats", days)).reply["StationStats"]
+        assert charge["StationChargeElectricity"] == Decimal("30.3")
+        out = (await ask(client, "query_station_discharge_stats", days)).reply["StationStats"]
+        assert out["StationDischargeElectricity"] == Decimal("0.0")
+        bad = await ask(client, "query_event_info", {**head, "StartTime": "yesterday"})
+        assert bad.ret == 4004 and "StartTime" in bad.msg
+        wide = {**days, "EndTime": "2025-06-01"}
+        assert (await ask(client, "query_station_stats", wide)).ret == 4004
+        assert (await ask(client, "query_frequency", {"ParaFrequency": 30})).reply == {"Status": 0}
+        assert (await ask(client, "query_frequency", {"ParaFrequency": 1})).reply == {"Status": 1}
+        assert (await ask(client, "query_frequency", {"ParaFrequency": "x"})).ret == 4004
+    finally:
+        uplink.queries.stop()
+    assert uplink.periodic.interval_s == 30.0
+    restarted = CecUplink(settings, ledger, clock=clock)
+    assert restarted.periodic.interval_s == 30.0  # kept across a restart
+    changed = [
+        decode_body("event", r.body)
+        for r in await ledger.find("event")
+        if r.body["event"] == "push_frequency_changed"
+    ]
+    assert len(changed) == 1 and changed[0].details["interval_s"] == 30

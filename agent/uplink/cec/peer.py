@@ -13,7 +13,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from agent.records.bodies import AlarmBody, body_to_dict
+from agent.records.envelope import Record, iso_ts
+
+log = logging.getLogger("agent.uplink.cec")
 
 
 @dataclass(slots=True)
@@ -76,3 +83,39 @@ class LinkWatch:
         self.failing_since = None
         was_raised, self.raised = self.raised, False
         return was_raised
+
+
+LINK_ALARM_CODE: Final = 27
+"""Shenzhen AlarmCode 27: back-end communication fault (后台通讯故障), type 1, level 3."""
+
+
+def link_alarm_records(
+    status: Literal["raised", "cleared"],
+    reason: str,
+    after_s: float,
+    station_id: str,
+    connectors: tuple[tuple[str, str], ...],
+    now: float,
+) -> list[Record]:
+    """Alarm 27 edges, one per connector (or one for the station when there are none)."""
+    if status == "raised":
+        message = f"T/CEC platform unreachable or refusing for {after_s:g} s or more: {reason}"
+        log.error("alarm 27 raised: %s", message)
+    else:
+        message = f"T/CEC platform back: {reason}"
+        log.warning("alarm 27 cleared: %s", message)
+    body = body_to_dict(
+        AlarmBody(code=LINK_ALARM_CODE, type=1, level=3, status=status, message=message[:255])
+    )
+    places: tuple[tuple[str | None, str | None], ...] = connectors or ((None, None),)
+    return [
+        Record(
+            kind="alarm",
+            ts=iso_ts(now),
+            station_id=station_id,
+            equipment_id=equipment_id,
+            connector_id=connector_id,
+            body=body,
+        )
+        for equipment_id, connector_id in places
+    ]

@@ -13,6 +13,7 @@ import datetime as _dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from agent.records.bodies import ConnectorStatusBody
@@ -24,6 +25,7 @@ from agent.uplink.cec.mapping import (
     equip_charge_status,
 )
 from agent.uplink.cec.reconcile import Reconciler
+from agent.uplink.cec.state_file import read_json, write_json
 
 log = logging.getLogger("agent.uplink.cec")
 
@@ -43,6 +45,8 @@ class CecCounters:
 
 
 CATCH_UP_EVERY_S: Final = 3600.0
+MIN_PUSH_S, MAX_PUSH_S = 5, 3600
+"""The cadences ``query_frequency`` may set (those of ``status_interval_s``)."""
 
 
 class Periodic:
@@ -56,14 +60,32 @@ class Periodic:
         one_shot: OneShot,
         counters: CecCounters,
         reconciler: Reconciler,
+        cadence_file: Path | None = None,
     ) -> None:
         self.interfaces = interfaces
         self.interval_s = interval_s
+        """Of the live session samples and the ticker; the platform may set it."""
+        self._cadence_file = cadence_file
+        saved = read_json(cadence_file, "push cadence")
+        if isinstance(saved, dict) and isinstance(saved.get("interval_s"), int):
+            self.interval_s = float(saved["interval_s"])
         self._ctx = ctx
         self._one_shot = one_shot
         self._counters = counters
         self.reconciler = reconciler
         self._next_catch_up = 0.0
+
+    def set_interval(self, seconds: int) -> bool:
+        """The cadence ``query_frequency`` asks for, within ``MIN_PUSH_S..MAX_PUSH_S``,
+        written beside the ledger; False (and nothing changed) outside the range."""
+        if not MIN_PUSH_S <= seconds <= MAX_PUSH_S:
+            log.warning(
+                "T/CEC query_frequency %d s refused (%d..%d)", seconds, MIN_PUSH_S, MAX_PUSH_S
+            )
+            return False
+        self.interval_s = float(seconds)
+        write_json(self._cadence_file, {"interval_s": seconds}, "push cadence")
+        return True
 
     async def tick(self, now: float) -> None:
         await self.push_charge_status(now)

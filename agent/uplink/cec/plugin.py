@@ -25,6 +25,9 @@ log = logging.getLogger("agent.uplink.cec")
 
 NO_SECRET: Final = Secret("")
 
+CADENCE_FILE: Final = "cec-cadence.json"
+"""The push cadence the platform set (``query_frequency``), kept beside the ledger."""
+
 SIXTEEN_BYTES = ("data_secret", "data_iv", "sig_secret")
 """The AES key, the IV and the HMAC key are 16 bytes each (T/CEC 102 §8)."""
 
@@ -98,6 +101,7 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         link_alarm_after_s=c.link_alarm_after_s,
         catch_up_days=c.catch_up_days,
         reconcile_marks=Path(config.ledger.path).with_name(MARKS_FILE),
+        cadence_file=Path(config.ledger.path).with_name(CADENCE_FILE),
         connectors=tuple(
             (e.equipment_id, conn.connector_id) for e in config.equipment for conn in e.connectors
         ),
@@ -132,10 +136,6 @@ def serve_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> Serv
         platform_operator_id=c.platform_operator_id,
         operator_secret=str(s.inbound_operator_secret),
         secrets=inbound,
-        station_id=config.station.station_id,
-        connectors=tuple(
-            (e.equipment_id, conn.connector_id) for e in config.equipment for conn in e.connectors
-        ),
         cert_file=_path(c.serve_cert_file),
         key_file=_path(c.serve_key_file),
         client_ca_file=_path(c.serve_client_ca_file),

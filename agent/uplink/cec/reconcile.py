@@ -16,11 +16,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agent.records.envelope import StoredRecord, parse_iso_ts
 from agent.uplink.cec.codec import CHINA_TZ
 from agent.uplink.cec.mapping import CHECK_ORDERS, MappingContext, check_charge_orders
+from agent.uplink.cec.state_file import read_json, write_json
 
 if TYPE_CHECKING:
     from agent.ledger import Ledger
@@ -48,38 +46,16 @@ class DoneMarks:
     def __init__(self, path: Path | None, keep_days: int) -> None:
         self._path = path
         self._keep = keep_days
-        self.days: set[str] = set()
-        if path is None:
-            return
-        try:
-            data = json.loads(path.read_text("utf-8"))
-            self.days = {d for d in data.get("days", []) if isinstance(d, str)}
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError) as exc:
-            log.warning("reconciliation markers %s unreadable (%s): starting empty", path, exc)
+        data = read_json(path, "reconciliation markers")
+        days = data.get("days", []) if isinstance(data, dict) else []
+        self.days: set[str] = {d for d in days if isinstance(d, str)}
 
     def add(self, day: _dt.date, today: _dt.date) -> None:
+        """Mark ``day`` (in memory at once; on disk unless the disk refuses: then it is sent
+        again after a restart, which the platform dedupes by CheckOrderSeq)."""
         oldest = (today - _dt.timedelta(days=self._keep + 1)).isoformat()
         self.days = {d for d in self.days if d >= oldest} | {day.isoformat()}
-        if self._path is None:
-            return
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as f:
-                json.dump({"days": sorted(self.days)}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self._path)
-            fd = os.open(self._path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:  # the day is marked in memory; it is sent again after a restart
-            log.warning("reconciliation marker %s not written: %s", self._path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_json(self._path, {"days": sorted(self.days)}, "reconciliation markers")
 
 
 async def seq_at(ledger: Ledger, epoch_s: float) -> int:

@@ -6,14 +6,12 @@ threaded HTTP/1.1 server (HTTPS with ``serve_cert_file``/``serve_key_file``, mut
 (``inbound_*`` in ``[cec]`` of secrets.toml, issued by the gateway's operator to the
 platform) and bearer tokens of its own:
 
-- ``query_token`` (the platform's OperatorID and the inbound OperatorSecret);
-- ``query_stations_info``: the station's newest registration (``identity`` record);
-- ``query_station_status`` (and ``query_stations_status``, the Shenzhen spelling): each
-  connector's newest ``connector_status``;
-- ``query_bms_info``: the connector's newest ``bms_process`` sample.
+- ``query_token`` (the platform's OperatorID and the inbound OperatorSecret), and the
+  queries of :mod:`agent.uplink.cec.queries`: station info, station status (both
+  spellings), BMS info, alarms, events, station / charge / discharge statistics and
+  ``query_frequency``.
 
-The answers come from the ledger (newest records by the ``(kind, seq)`` index), never from
-the station model. Checks in the receiver's order: unknown interface → HTTP 404, a body over
+Checks in the receiver's order: unknown interface → HTTP 404, a body over
 64 KiB → 413; not JSON or a member missing → 4003; another OperatorID → 4003; a bad token →
 4002; a bad Sig → 4001; Data that does not decrypt → 4003; a request the interface cannot
 use → 4004. A ``TimeStamp``/``Seq`` seen before is logged (spec §9: duplicates are logged,
@@ -34,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from agent.records.bodies import BmsProcessBody, ConnectorStatusBody, IdentityBody, decode_body
 from agent.uplink.cec.codec import (
     CecCodecError,
     CecSecrets,
@@ -47,16 +44,8 @@ from agent.uplink.cec.codec import (
     parse_envelope,
     seal_response,
 )
-from agent.uplink.cec.mapping import (
-    MappingContext,
-    bms_info,
-    connector_status_info,
-    station_info,
-)
+from agent.uplink.cec.queries import Queries
 from agent.uplink.log_limit import LogLimiter
-
-if TYPE_CHECKING:
-    from agent.ledger import Ledger
 
 log = logging.getLogger("agent.uplink.cec.server")
 
@@ -64,13 +53,6 @@ MAX_BODY_BYTES: Final = 64 * 1024
 TOKEN_LIFETIME_S: Final = 7200
 ANSWER_WITHIN_S: Final = 10.0
 SEEN_SEQS: Final = 4096
-QUERIES: Final = (
-    "query_token",
-    "query_stations_info",
-    "query_station_status",
-    "query_stations_status",
-    "query_bms_info",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +64,6 @@ class ServeSettings:
     operator_secret: str
     """The inbound OperatorSecret the platform presents in ``query_token``."""
     secrets: CecSecrets
-    station_id: str
-    connectors: tuple[tuple[str, str], ...]
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
@@ -95,15 +75,14 @@ class QueryServer:
     def __init__(
         self,
         settings: ServeSettings,
-        ledger: Ledger,
-        ctx: MappingContext,
+        queries: Queries,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.answered: dict[int, int] = {}
         """Answers by ``Ret`` (HTTP-level refusals are not counted here)."""
-        self._ledger = ledger
-        self._ctx = ctx
+        self._queries = queries
+        self.interfaces = frozenset(("query_token", *queries.handlers))
         self._clock = clock
         self._tokens: dict[str, float] = {}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -196,7 +175,7 @@ class QueryServer:
         if interface == "query_token":
             return self._issue_token(data)
         try:
-            reply = await self._query(interface, data)
+            reply = await self._queries.handlers[interface](data)
         except ValueError as exc:
             return self._reply(4004, f"请求的业务参数不合法: {exc}")
         return self._reply(0, "", reply)
@@ -238,42 +217,6 @@ class QueryServer:
         }
         return self._reply(0, "", reply)
 
-    async def _newest(self, kind: str, connector_id: str | None = None) -> Any:
-        found = await self._ledger.find(kind, connector_id=connector_id, limit=1, newest_first=True)
-        return (found[0], decode_body(kind, found[0].body)) if found else (None, None)
-
-    async def _query(self, interface: str, data: dict[str, Any]) -> dict[str, Any]:
-        s = self.settings
-        if interface == "query_stations_info":
-            record, body = await self._newest("identity")
-            infos = [station_info(record, body)] if isinstance(body, IdentityBody) else []
-            return {"PageNo": 1, "PageCount": 1, "ItemSize": len(infos), "StationInfos": infos}
-        if interface in ("query_station_status", "query_stations_status"):
-            wanted = data.get("StationIDs")
-            if not isinstance(wanted, list) or not all(isinstance(i, str) for i in wanted):
-                raise ValueError("StationIDs: expected a list of strings")
-            statuses = []
-            if s.station_id in wanted:
-                for _equipment, connector in s.connectors:
-                    _record, body = await self._newest("connector_status", connector)
-                    if isinstance(body, ConnectorStatusBody):
-                        statuses.append(connector_status_info(connector, body, self._ctx))
-            infos = (
-                [{"StationID": s.station_id, "ConnectorStatusInfos": statuses}] if statuses else []
-            )
-            return {"Total": len(infos), "StationStatusInfos": infos}
-        connector = data.get("ConnectorID")
-        if not isinstance(connector, str) or connector not in {c for _e, c in s.connectors}:
-            raise ValueError(f"ConnectorID: no connector {connector!r} at this station")
-        _record, body = await self._newest("bms_process", connector)
-        if not isinstance(body, BmsProcessBody):
-            return {"ConnectorID": connector, "Status": 1}
-        return {
-            "ConnectorID": connector,
-            "Status": body.connector_status,
-            "BmsInfo": bms_info(body, connector),
-        }
-
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -309,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         interface = path[len(base) :] if path.startswith(base) else ""
         declared = self.headers.get("Content-Length") or "0"
         length = int(declared) if declared.isdigit() else -1
-        if interface not in QUERIES:
+        if interface not in queries.interfaces:
             self._send(404, b"unknown interface\n", close=length < 0 or length > MAX_BODY_BYTES)
             return
         if not 0 <= length <= MAX_BODY_BYTES:

@@ -46,6 +46,8 @@ class CecSettings:
     catch_up_days: int = default_of(CecSection, "catch_up_days")
     reconcile_marks: Path | None = None
     """The file of reconciled days (beside the ledger); None keeps them in memory only."""
+    cadence_file: Path | None = None
+    """The push cadence the platform set with ``query_frequency`` (beside the ledger)."""
     connectors: tuple[tuple[str, str], ...] = ()
     """(EquipmentID, ConnectorID) of every connector: where alarm 27 is raised."""
     lanes_in_parallel: int = 4

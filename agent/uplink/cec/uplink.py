@@ -36,14 +36,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent.records.bodies import AlarmBody, BodyError, EventBody, body_to_dict, decode_body
+from agent.records.bodies import BodyError, EventBody, body_to_dict, decode_body
 from agent.records.envelope import Record, StoredRecord, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.cec import parking
 from agent.uplink.cec.client import Answer, CecClient, Unusable
 from agent.uplink.cec.mapping import STATION_INFO, MappingContext, Notification, notification_for
-from agent.uplink.cec.peer import LinkWatch, PeerGate
+from agent.uplink.cec.peer import LinkWatch, PeerGate, link_alarm_records
 from agent.uplink.cec.periodic import CecCounters, Periodic
+from agent.uplink.cec.queries import Queries
 from agent.uplink.cec.reconcile import DoneMarks, Reconciler
 from agent.uplink.cec.resend import Resender
 from agent.uplink.cec.server import QueryServer, ServeSettings
@@ -57,9 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["CecSettings", "CecUplink"]
 
 log = logging.getLogger(__name__)
-
-LINK_ALARM_CODE = 27
-"""Shenzhen AlarmCode 27: back-end communication fault (后台通讯故障), type 1, level 3."""
 
 
 class Outcome(enum.Enum):
@@ -122,9 +120,13 @@ class CecUplink:
             self._one_shot,
             self.counters,
             reconciler,
+            settings.cadence_file,
         )
         self.resender = Resender(self, ledger)
-        self.queries = QueryServer(serve, ledger, self._ctx, clock) if serve else None
+        queries = Queries(
+            ledger, self._ctx, settings.station_id, settings.connectors, self.set_frequency
+        )
+        self.queries = QueryServer(serve, queries, clock) if serve else None
         """The server of the platform's queries, when ``serve_listen`` is set."""
 
     def status(self) -> dict[str, Any]:
@@ -401,30 +403,11 @@ class CecUplink:
 
     def _link_alarm(self, status: Literal["raised", "cleared"], reason: str) -> None:
         """Alarm 27 on every connector (the back-end link serves them all)."""
-        if status == "raised":
-            after = self.settings.link_alarm_after_s
-            message = f"T/CEC platform unreachable or refusing for {after:g} s or more: {reason}"
-            log.error("alarm 27 raised: %s", message)
-        else:
-            message = f"T/CEC platform back: {reason}"
-            log.warning("alarm 27 cleared: %s", message)
-        body = AlarmBody(
-            code=LINK_ALARM_CODE, type=1, level=3, status=status, message=message[:255]
-        )
-        places: tuple[tuple[str | None, str | None], ...] = self.settings.connectors or (
-            (None, None),
-        )
-        for equipment_id, connector_id in places:
-            self._ledger.append_nowait(
-                Record(
-                    kind="alarm",
-                    ts=iso_ts(self._clock()),
-                    station_id=self.settings.station_id,
-                    equipment_id=equipment_id,
-                    connector_id=connector_id,
-                    body=body_to_dict(body),
-                )
-            )
+        s = self.settings
+        for record in link_alarm_records(
+            status, reason, s.link_alarm_after_s, s.station_id, s.connectors, self._clock()
+        ):
+            self._ledger.append_nowait(record)
 
     async def _park(self, record: StoredRecord, reason: str) -> None:
         await self._ledger.park(self.name, record.seq, reason)
@@ -458,7 +441,7 @@ class CecUplink:
 
     async def _ticker(self) -> None:
         while True:
-            await self.sleep(self.settings.charge_status_interval_s)
+            await self.sleep(self.periodic.interval_s)
             try:
                 if self.link.check(self._clock()):
                     self._link_alarm("raised", self.link.reason)
@@ -466,6 +449,19 @@ class CecUplink:
                     await self.periodic.tick(self._clock())
             except Exception:  # a bug in a periodic push must not stop record delivery
                 log.exception("T/CEC periodic push failed")
+
+    async def set_frequency(self, seconds: int) -> bool:
+        """``query_frequency``: the platform sets the push cadence (kept across restarts)."""
+        before = self.periodic.interval_s
+        if not self.periodic.set_interval(seconds):
+            return False
+        await self.record_event(
+            "push_frequency_changed",
+            f"{self.name}: the platform set the push cadence to {seconds} s (was {before:g} s)",
+            interval_s=seconds,
+            previous_s=before,
+        )
+        return True
 
     async def push_charge_status(self) -> int:
         """``notification_equip_charge_status`` for every connector charging now."""
