@@ -48,10 +48,6 @@ class Integrity:
     records: int = 0
     seconds: float = 0.0
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems and not self.bad_checkpoints
-
 
 def lower_priority() -> None:
     """Nice 19 and the idle I/O class for the calling thread (Linux; best effort)."""

@@ -213,12 +213,6 @@ class PageSource:
     def newest(self, pgno: int) -> bytes | None:
         return next(self.images(pgno), None)
 
-    def cells(self) -> Iterator[Cell]:
-        """Every parseable cell of every version of every leaf page."""
-        for pgno in self.page_numbers():
-            for image in self.images(pgno):
-                yield from self.leaf_cells(pgno, image)
-
     def _index_wal(self) -> None:
         """Index the frames; count commits SQLite's replay would drop (a damaged WAL)."""
         wal = self._wal

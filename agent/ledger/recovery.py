@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import os
 import sqlite3
 import time
@@ -40,6 +41,8 @@ from agent.ledger.salvage import collect, inner, open_stage
 from agent.ledger.state import State
 from agent.ledger.store import DATA_EXPR, ensure_table
 from agent.records.envelope import Record, iso_ts
+
+log = logging.getLogger(__name__)
 
 TAIL_RECORDS: Final = 256
 """Records whose hash and link the start-up check verifies (the background check does all)."""
@@ -264,7 +267,12 @@ def salvage_into(
     stage_file = _stage_path(path)
     stage = open_stage(stage_file)
     try:
-        collect(path, stage)
+        found = collect(path, stage)
+        log.info(
+            "ledger salvage of %s: %d pages, %d rows read, %d unparseable, %d WAL commits "
+            "SQLite would not replay",
+            path, found.pages, found.cells, found.bad_cells, found.wal_commits_lost,
+        )  # fmt: skip
         return build(stage, tmp, gateway_id=gateway_id, state=state, keys=keys)
     finally:
         stage.close()

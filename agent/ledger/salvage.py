@@ -74,8 +74,6 @@ class Collected:
     cells: int = 0
     bad_cells: int = 0
     wal_commits_lost: int = 0
-    max_seq: int = 0
-    """The highest seq any row, index entry, checkpoint or cursor names."""
 
 
 def _is_digest(value: object) -> bool:
@@ -87,9 +85,8 @@ def _is_key_id(value: object) -> bool:
 
 
 class _Stager:
-    def __init__(self, conn: sqlite3.Connection, found: Collected) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.found = found
 
     def add(self, cell: Cell) -> None:
         values = cell.values
@@ -98,14 +95,9 @@ class _Stager:
         elif cell.rowid is not None:
             self._table(cell.rowid, values)
 
-    def _seen(self, seq: object) -> None:
-        if isinstance(seq, int) and seq > self.found.max_seq:
-            self.found.max_seq = seq
-
     def _index(self, v: tuple[object, ...]) -> None:
         if len(v) == 3 and v[0] in _KINDS and isinstance(v[1], int) and v[1] == v[2]:
             self.conn.execute("INSERT OR IGNORE INTO kinds VALUES (?, ?)", (v[1], v[0]))
-            self._seen(v[1])
         elif (
             len(v) == 4
             and isinstance(v[0], str)
@@ -130,7 +122,6 @@ class _Stager:
             and all(isinstance(x, str) for x in (v[3], v[5]))
         ):
             self.conn.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?, ?)", v[1:])
-            self._seen(v[1])
         elif n == 3 and _is_key_id(v[0]) and isinstance(v[1], bytes) and isinstance(v[2], int):
             self.conn.execute("INSERT OR IGNORE INTO keys VALUES (?, ?, ?)", v)
         elif n == 2 and isinstance(v[0], str) and isinstance(v[1], int):
@@ -160,7 +151,6 @@ class _Stager:
             (seq, digest, kind, session, connector, prev, data, ok),
         )
         self.conn.execute("INSERT OR IGNORE INTO kinds VALUES (?, ?)", (seq, kind))
-        self._seen(seq)
 
     def _body(self, seq: int, data: bytes) -> None:
         parsed = inner(data)
@@ -171,7 +161,6 @@ class _Stager:
             (seq, hashlib.sha256(data).digest(), data),
         )
         self.conn.execute("INSERT OR IGNORE INTO kinds VALUES (?, ?)", (seq, parsed.kind))
-        self._seen(seq)
 
 
 def open_stage(path: Path) -> sqlite3.Connection:
@@ -188,7 +177,7 @@ def open_stage(path: Path) -> sqlite3.Connection:
 def collect(ledger: Path, stage: sqlite3.Connection) -> Collected:
     """Stage every readable row of ``ledger`` (and its WAL) into ``stage``."""
     found = Collected()
-    stager = _Stager(stage, found)
+    stager = _Stager(stage)
     with PageSource(ledger) as source:
         numbers = source.page_numbers()
         found.pages = len(numbers)
