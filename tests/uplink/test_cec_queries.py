@@ -18,7 +18,7 @@ from agent.config.load import parse_config
 from agent.ledger import Ledger
 from agent.records.bodies import ConnectorStatsBody, StationStatsBody, decode_body
 from agent.uplink.cec.codec import CecSecrets
-from agent.uplink.cec.plugin import parse_secrets, serve_settings
+from agent.uplink.cec.plugin import parse_secrets, serve_settings, tariff_of
 from agent.uplink.cec.rules import STATION_INFO, validate
 from agent.uplink.cec.server import ServeSettings
 from agent.uplink.cec.uplink import CecUplink
@@ -291,3 +291,43 @@ async def test_alarms_events_statistics_and_frequency(
         if r.body["event"] == "push_frequency_changed"
     ]
     assert len(changed) == 1 and changed[0].details["interval_s"] == 30
+
+
+async def test_business_policy_from_the_configured_tariff(ledger: Ledger, clock: FakeClock) -> None:
+    config = parse_config(
+        GOOD.replace(
+            'periods = [{ start = "00:00", type = "flat", elec_price = 0.62, service_price = 0.8 }]',
+            'periods = [{ start = "00:00", type = "valley", elec_price = 0.31, service_price = 0.8 },'
+            ' { start = "08:00", type = "peak", elec_price = 1.0215, service_price = 0.8 }]',
+        )
+    )
+    serve = replace(SERVE, tariff_of=tariff_of(config))
+    uplink = CecUplink(
+        make_settings("http://127.0.0.1:9/", connectors=(("E1", "C1"),)),
+        ledger,
+        clock=clock,
+        serve=serve,
+    )
+    assert uplink.queries is not None
+    uplink.queries.start()
+    client = PlatformQueries(
+        f"http://127.0.0.1:{uplink.queries.port}/evcs/v1/", PLATFORM, "inboundopsecret1", INBOUND
+    )
+    try:
+        seq = OPERATOR_ID + "A" * 18
+        answer = await ask(
+            client, "query_equip_business_policy", {"EquipBizSeq": seq, "ConnectorID": "C1"}
+        )
+        assert answer.reply == {
+            "EquipBizSeq": seq, "ConnectorID": "C1", "SuccStat": 0, "FailReason": 0, "SumPeriod": 2,
+            "PolicyInfos": [
+                {"StartTime": "000000", "ElecPrice": Decimal("0.3100"), "SevicePrice": Decimal("0.8000")},
+                {"StartTime": "080000", "ElecPrice": Decimal("1.0215"), "SevicePrice": Decimal("0.8000")},
+            ],
+        }  # fmt: skip
+        short = await ask(
+            client, "query_equip_business_policy", {"EquipBizSeq": "x", "ConnectorID": "C1"}
+        )
+        assert short.ret == 4004 and "EquipBizSeq" in short.msg
+    finally:
+        uplink.queries.stop()

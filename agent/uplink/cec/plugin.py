@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from agent.billing.tariff import Tariff, TariffBook
 from agent.config.section import Secret
 from agent.uplink.cec.check import check_platform
 from agent.uplink.cec.codec import CecSecrets
 from agent.uplink.cec.config import CecSection, cross_check
+from agent.uplink.cec.queries import TariffOf
 from agent.uplink.cec.reconcile import MARKS_FILE
 from agent.uplink.cec.server import ServeSettings
 from agent.uplink.cec.uplink import CecSettings, CecUplink
@@ -139,7 +141,20 @@ def serve_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> Serv
         cert_file=_path(c.serve_cert_file),
         key_file=_path(c.serve_key_file),
         client_ca_file=_path(c.serve_client_ca_file),
+        tariff_of=tariff_of(config),
     )
+
+
+def tariff_of(config: Config) -> TariffOf:
+    """The tariff in force for a connector at a time, as the station bills it."""
+    book = TariffBook.from_config(config.tariffs, config.station.timezone)
+    chosen = {c.connector_id: c.tariff for e in config.equipment for c in e.connectors}
+
+    def lookup(connector_id: str, ts: float) -> Tariff | None:
+        tariff_id = book.tariff_id_for(chosen.get(connector_id))
+        return book.in_force(tariff_id, ts) if tariff_id is not None else None
+
+    return lookup
 
 
 def build(

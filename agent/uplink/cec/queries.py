@@ -9,6 +9,7 @@ interface cannot use raises :class:`ValueError`, which the server answers with `
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +37,7 @@ from agent.uplink.cec.mapping import (
 from agent.uplink.cec.reconcile import seq_at
 
 if TYPE_CHECKING:
+    from agent.billing.tariff import Tariff
     from agent.ledger import Ledger
 
 RECENT_ALARMS: Final = 2000
@@ -44,6 +46,8 @@ MAX_WINDOW_DAYS: Final = 31
 PAGE: Final = 500
 
 SetFrequency = Callable[[int], Awaitable[bool]]
+TariffOf = Callable[[str, float], "Tariff | None"]
+"""(connector id, epoch seconds) → the tariff in force for it then, or None."""
 
 
 class Queries:
@@ -54,12 +58,16 @@ class Queries:
         station_id: str,
         connectors: tuple[tuple[str, str], ...],
         set_frequency: SetFrequency,
+        tariff_of: TariffOf | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
         self._ctx = ctx
         self._station_id = station_id
         self._connectors = connectors
         self._set_frequency = set_frequency
+        self._tariff_of = tariff_of
+        self._clock = clock
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "query_stations_info": self.stations_info,
             "query_station_status": self.station_status,
@@ -71,6 +79,7 @@ class Queries:
             "query_station_charge_stats": self.charge_stats,
             "query_station_discharge_stats": self.discharge_stats,
             "query_frequency": self.frequency,
+            "query_equip_business_policy": self.business_policy,
         }
 
     async def _newest(self, kind: str, connector_id: str | None = None) -> Any:
@@ -253,3 +262,25 @@ class Queries:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("ParaFrequency: expected an integer (seconds)")
         return {"Status": 0 if await self._set_frequency(value) else 1}
+
+    async def business_policy(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The connector's tariff periods in force now (spec §13.8); ``SuccStat 1`` with
+        ``FailReason 1`` when it has none."""
+        seq = data.get("EquipBizSeq")
+        if not isinstance(seq, str) or len(seq) != 27:
+            raise ValueError("EquipBizSeq: expected 27 characters")
+        connector = self._connector(data)
+        tariff = self._tariff_of(connector, self._clock()) if self._tariff_of else None
+        head = {"EquipBizSeq": seq, "ConnectorID": connector}
+        if tariff is None:
+            return {**head, "SuccStat": 1, "FailReason": 1, "SumPeriod": 0, "PolicyInfos": []}
+        policies = [
+            {
+                "StartTime": p.start_text.replace(":", ""),
+                "ElecPrice": p.elec_price.quantize(Decimal("0.0001")),
+                "SevicePrice": p.service_price.quantize(Decimal("0.0001")),
+            }
+            for p in tariff.periods
+        ]
+        return {**head, "SuccStat": 0, "FailReason": 0, "SumPeriod": len(policies),
+                "PolicyInfos": policies}  # fmt: skip

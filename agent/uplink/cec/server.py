@@ -44,7 +44,7 @@ from agent.uplink.cec.codec import (
     parse_envelope,
     seal_response,
 )
-from agent.uplink.cec.queries import Queries
+from agent.uplink.cec.queries import Queries, TariffOf
 from agent.uplink.log_limit import LogLimiter
 
 log = logging.getLogger("agent.uplink.cec.server")
@@ -67,6 +67,8 @@ class ServeSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     client_ca_file: Path | None = None
+    tariff_of: TariffOf | None = None
+    """The tariff in force for a connector at a time (``query_equip_business_policy``)."""
 
 
 class QueryServer:

@@ -123,9 +123,9 @@ class CecUplink:
             settings.cadence_file,
         )
         self.resender = Resender(self, ledger)
-        queries = Queries(
-            ledger, self._ctx, settings.station_id, settings.connectors, self.set_frequency
-        )
+        tariff_of = serve.tariff_of if serve else None
+        queries = Queries(ledger, self._ctx, settings.station_id, settings.connectors,
+                          self.set_frequency, tariff_of, clock)  # fmt: skip
         self.queries = QueryServer(serve, queries, clock) if serve else None
         """The server of the platform's queries, when ``serve_listen`` is set."""
 
