@@ -44,6 +44,13 @@ class OpenSession:
     """How often earlier runs already continued this session after a restart."""
     unobserved_s: float = 0.0
     """Seconds of the session earlier runs did not see (the gateway was down)."""
+    last_phase: str | None = None
+    """The GB/T phase of its latest status record (``stopping``, ``statistics`` …)."""
+
+    @property
+    def stopped(self) -> bool:
+        """It had stopped charging: no energy flowed after its last register."""
+        return self.last_phase in ("stopping", "statistics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,7 @@ def open_session(records: Iterable[Record]) -> OpenSession | None:
     last_ts = 0.0
     meter_start = meter_last = meter_last_ts = None
     energy = 0.0
-    soc_start = soc_last = vin = charging_ts = elapsed = None
+    soc_start = soc_last = vin = charging_ts = elapsed = phase = None
     for r in records:
         body = r.body
         sid = body.get("session_id")
@@ -88,6 +95,7 @@ def open_session(records: Iterable[Record]) -> OpenSession | None:
             soc_start = soc if soc_start is None else soc_start
             soc_last = soc
         if r.kind == "connector_status":
+            phase = body.get("phase") if isinstance(body.get("phase"), str) else phase
             charged = body.get("charge_energy_kwh")
             if isinstance(charged, int | float):
                 energy = float(charged)
@@ -118,6 +126,7 @@ def open_session(records: Iterable[Record]) -> OpenSession | None:
         charging_started_ts=charging_ts,
         elapsed_minutes=elapsed,
         meter_last_ts=meter_last_ts,
+        last_phase=phase,
     )
 
 

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 #: phases a late-joined session may continue a charging open session in
 RESUME_PHASES = frozenset({Phase.CHARGING, Phase.STOPPING, Phase.STATISTICS})
+#: the order of the phases: a session never goes back to an earlier one
+_RANK = {p: n for n, p in enumerate(Phase)}
 #: a late-joined session is judged on what arrived after this long at the latest (a BCS with
 #: the SOC comes every 250 ms while charging)
 DECIDE_AFTER_S = 2.0
@@ -79,6 +81,12 @@ class Restart:
     """A late-joined session's events, held until it is judged."""
     closing: OpenSession | None = None
     closing_note: str = ""
+    closing_last: MeterPoint | None = None
+    """Close with this register the ledger holds, not the first read after the start (the
+    open session had stopped and another one was charging before the start)."""
+    late_start_register: MeterPoint | None = None
+    """The start register of a session found charging right after the start: the last idle
+    reading (no open session) or the stopped open session's last register."""
     watch_unobserved: bool = False
     """No session explains a register movement yet; it may still (a late join)."""
     report_unobserved: bool = False
@@ -95,6 +103,7 @@ class Restart:
             or self.closing
             or self.watch_unobserved
             or self.report_unobserved
+            or self.late_start_register
         )
 
 
@@ -110,6 +119,7 @@ def begin(c: ConnectorModel, facts: RestartFacts, ts: float) -> list[Record]:
         meter_deadline_ts=ts + wait_s + METER_WAIT_MARGIN_S,
         open=facts.open,
         watch_unobserved=facts.open is None,
+        late_start_register=facts.last_register if facts.open is None else None,
     )
     c.restart = r
     if facts.last_register is not None:  # a lower first reading is a register that went back
@@ -144,13 +154,25 @@ def before_bms(c: ConnectorModel, ev: BmsEvent) -> tuple[list[Record], bool]:
         return [], False
     r.sessions_seen += 1
     late = ev.joined_late and ev.phase in RESUME_PHASES
+    if not late:
+        r.late_start_register = None  # a session seen from its start: nothing to bill back
     if r.open is not None and may_continue(r.open, ev):
         r.held = [ev]
         return [], True
     out: list[Record] = []
-    if r.open is not None:
+    o = r.open
+    if o is not None:
         seen = f"joined late in {ev.phase.value.lower()}" if ev.joined_late else "its handshake"
-        out += _close_open(c, ev.ts, f"a new session began after the restart ({seen})")
+        note = f"a new session began after the restart ({seen})"
+        if o.stopped and late and o.meter_energy_last_kwh is not None:
+            # it had stopped; the new one charged before the start: split at its last register
+            last = MeterPoint(o.meter_last_ts or o.last_ts, o.meter_energy_last_kwh)
+            newest = r.facts.last_register  # a sample after its stop, taken before the kill
+            if newest is not None and newest.ts > last.ts and newest.energy_kwh >= last.energy_kwh:
+                last = newest
+            r.closing_last, r.late_start_register = last, last
+            note += f"; it had reached {o.last_phase}: the end register is its last one"
+        out += _close_open(c, ev.ts, note)
     elif r.watch_unobserved and not late:
         r.watch_unobserved, r.report_unobserved = False, True
         out += _settle(c, ev.ts)
@@ -164,17 +186,11 @@ def late_start(c: ConnectorModel, s: Session, ev: SessionStarted) -> None:
         return
     s.start_estimated = True
     r = c.restart
-    reg = None if r is None else r.facts.last_register
-    if (
-        r is not None
-        and reg is not None
-        and r.watch_unobserved
-        and r.sessions_seen == 1
-        and ev.phase in RESUME_PHASES
-    ):
+    reg = None if r is None else r.late_start_register
+    if r is not None and reg is not None and r.sessions_seen == 1 and ev.phase in RESUME_PHASES:
         s.meter_start = reg
         s.start_ts_earliest = reg.ts
-        r.watch_unobserved = False
+        r.watch_unobserved, r.late_start_register = False, None
         s.notes.append(
             "begun while the gateway was down: the start register is the last idle reading"
         )
@@ -220,6 +236,8 @@ def tick(c: ConnectorModel, ts: float) -> list[Record]:
         out += _close_open(c, ts, f"no charging on the bus within {window:g} s of the restart")
     if r.watch_unobserved and ts >= r.window_end_ts:
         r.watch_unobserved, r.report_unobserved = False, True
+    if ts >= r.window_end_ts:
+        r.late_start_register = None
     return out + _settle(c, ts)
 
 
@@ -229,8 +247,8 @@ def tick(c: ConnectorModel, ts: float) -> list[Record]:
 def may_continue(o: OpenSession, ev: SessionStarted) -> bool:
     """A session the tracker joined late may be ``o`` going on: it is charging, stopping or in
     its statistics — or, when ``o`` had not begun charging yet, still being configured."""
-    if not ev.joined_late:
-        return False
+    if not ev.joined_late or _RANK[ev.phase] < _RANK.get(str(o.last_phase).upper(), 0):
+        return False  # a phase before the one the session had reached: another session
     if ev.phase in RESUME_PHASES:
         return True
     return o.charging_started_ts is None and ev.phase in (Phase.RECOGNITION, Phase.CONFIGURATION)
@@ -373,8 +391,9 @@ def _settle(c: ConnectorModel, ts: float) -> list[Record]:
     if r.reading is not None or c.meter is None or ts >= r.meter_deadline_ts:
         if r.closing is not None:
             o, r.closing = r.closing, None
-            silent = r.reading is None and c.meter is not None
-            session = _restored(c, o, r.closing_note, r.reading, ts, meter_silent=silent)
+            reading = r.reading if r.closing_last is None else r.closing_last
+            silent = reading is None and c.meter is not None
+            session = _restored(c, o, r.closing_note, reading, ts, meter_silent=silent)
             out += c.order_now(session, ts)
         if r.report_unobserved:
             r.report_unobserved = False

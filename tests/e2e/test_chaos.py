@@ -163,17 +163,41 @@ def unobserved_events(records: list[dict]) -> list[dict]:
     ]
 
 
-def settled(rig: Rig, played: list[PlayedSession], down: list[tuple[float, float]]) -> bool:
-    """Every played session has its order (or, unseen, its unobserved energy), and both
-    uplinks caught up."""
+def unsettled(rig: Rig, played: list[PlayedSession], down: list[tuple[float, float]]) -> list[str]:
+    """What is still missing: a played session's order (or, unseen, its unobserved energy),
+    an uplink's delivery."""
     records = ledger_records(rig.ledger_path)
     done = orders(records)
     seen = [t for t in played if not unseen(t, down)]
-    return (
-        all(any(is_order_of(o, t) for o in done) for t in seen)
-        and len(unobserved_events(records)) >= len(played) - len(seen)
-        and delivered_everywhere(rig)
-    )
+    missing = [
+        f"no order for {t.vin} on {t.connector_id} ({t.start_ts:.1f}–{t.end_ts:.1f})"
+        for t in seen
+        if not any(is_order_of(o, t) for o in done)
+    ]
+    missing += [
+        f"order {o['body']['session_id']} ({order_start(o):.1f}–{order_end(o):.1f}) "
+        "matches no played session"
+        for o in done
+        if not any(is_order_of(o, t) for t in played)
+    ]
+    if len(unobserved_events(records)) < len(played) - len(seen):
+        missing.append("an unseen session has no unobserved_energy event")
+    if not delivered_everywhere(rig):
+        missing.append("an uplink has a backlog")
+    return missing
+
+
+def settled(rig: Rig, played: list[PlayedSession], down: list[tuple[float, float]]) -> bool:
+    """Every played session has its order (or, unseen, its unobserved energy), and both
+    uplinks caught up."""
+    return not unsettled(rig, played, down)
+
+
+def wait_settled(rig: Rig, played: list[PlayedSession], down: list[tuple[float, float]]) -> None:
+    try:
+        wait_until(lambda: settled(rig, played, down), 90, "every session's order, delivered")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {unsettled(rig, played, down)}") from None
 
 
 def check_delivery(rig: Rig, records: list[dict]) -> None:
@@ -271,7 +295,7 @@ def check_truth(
 def check_everything(rig: Rig, chaos: Chaos, sessions: int) -> Figures:
     played = rig.station.played
     assert len(played) == sessions
-    wait_until(lambda: settled(rig, played, chaos.down), 90, "every session's order, delivered")
+    wait_settled(rig, played, chaos.down)
     assert rig.agent.terminate() == 0, "the final clean run must stop cleanly"
     chaos.note("SIGTERM: final run stopped")
     records = export_and_verify(rig)
@@ -431,7 +455,7 @@ def test_sessions_across_long_downtimes_are_billed_from_the_register(
         chaos.restart()
         rig.station.wait(timeout_s=120)
         played_sessions = rig.station.played
-        wait_until(lambda: settled(rig, played_sessions, chaos.down), 60, "every order, delivered")
+        wait_settled(rig, played_sessions, chaos.down)
         assert rig.agent.terminate() == 0
         records = export_and_verify(rig)
         check_delivery(rig, records)

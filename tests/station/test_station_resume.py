@@ -448,3 +448,34 @@ async def test_a_restart_during_the_stop_continues_the_session_to_its_statistics
     stale = OpenSession(DC, "x", 0.0, 1.0, 1000.0, 1001.0, 1.0, 30, 99, None)
     statistics = [e for e in pipeline_events(rest) if isinstance(e, SessionEnded)]
     assert statistics and "SOC" in (mismatch(stale, statistics) or "")
+
+
+async def test_a_session_found_charging_after_a_stopped_one_is_split_at_its_last_register(
+    tmp_path: Path,
+) -> None:
+    """Killed in the statistics of one session, back while the next one charges (its start
+    unseen): the stopped session cannot be it (charging never follows the stop); it ends at
+    its last register, where the next one's energy starts."""
+    rig = make_rig(tmp_path)
+    s = session()
+    stats = next(f.ts for f in s.frames if (f.can_id >> 16) & 0xFF == 0x1C)  # the first BSD
+    a_end_kwh = await rig.first_run(s, [f for f in s.frames if f.ts < stats + 0.5], MeterPlan())
+    statuses = [b for b in bodies(await rig.all("connector_status")) if b["session_id"]]
+    assert statuses[-1]["phase"] == "stopping"  # a status record per change of status
+    nxt = session(vin="LRESUME0000000004", soc=30.0, start_ts=s.frames[-1].ts + 5)
+    back = charging_ts(nxt) + 30
+    at_back = a_end_kwh + energy_between(nxt, 0, back)
+    _records, final_kwh = await rig.restart(
+        nxt, [f for f in nxt.frames if f.ts >= back], MeterPlan(start_kwh=at_back)
+    )
+    first, second = bodies(await rig.all("charge_order"))
+    assert first["session_id"] == statuses[-1]["session_id"] and first["resumed"] == 0
+    # its last register was read at the stop: the current's last second of ramp-down is in
+    # the next session's energy (a few Wh; the register was exact again at the split)
+    assert abs(first["energy_kwh"] - (a_end_kwh - 1000.0)) <= 0.02
+    assert any("reached stopping" in n for n in first["notes"])
+    assert second["start_ts_estimated"] is True
+    assert second["meter_energy_start_kwh"] == first["meter_energy_end_kwh"]
+    assert final_kwh is not None
+    assert abs(second["energy_kwh"] - (final_kwh - a_end_kwh)) <= 0.02
+    assert abs(first["energy_kwh"] + second["energy_kwh"] - (final_kwh - 1000.0)) <= 0.002
