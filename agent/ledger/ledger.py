@@ -115,13 +115,15 @@ class Ledger:
         on_health: HealthCallback | None = None,
         memory_bound_bytes: int = DEFAULT_BOUND_BYTES,
         integrity_delay_s: float | None = 5.0,
+        on_progress: Callable[[str], None] | None = None,
     ) -> Ledger:
         """Open (or create) the ledger at ``path``, checking and if needed recovering it.
 
         ``gateway_id`` may be ``None`` for an existing ledger (its own id is used); when
         given it must match. ``station_id`` stamps the records the ledger writes itself
         (alarms, retention and recovery events); it defaults to the gateway id. Damage never
-        stops the open (see :mod:`agent.ledger.opening`). The full integrity check starts
+        stops the open (see :mod:`agent.ledger.opening`); ``on_progress`` is told every few
+        seconds how a salvage at open goes (from a thread). The full integrity check starts
         ``integrity_delay_s`` after the open (None: not at all).
         """
         self = cls()
@@ -134,7 +136,7 @@ class Ledger:
         try:
             opened = await asyncio.to_thread(
                 opening.prepare, self.path, gateway_id=gateway_id, station_id=station_id,
-                key=key, size_cap_bytes=size_cap_bytes,
+                key=key, size_cap_bytes=size_cap_bytes, progress=on_progress,
             )  # fmt: skip
         except BaseException:
             self._lock.release()

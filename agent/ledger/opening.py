@@ -24,6 +24,7 @@ from agent.ledger.keys import GatewayKey
 from agent.ledger.losses import Loss
 from agent.ledger.quarantine import set_aside_at_open
 from agent.ledger.recovery import Recovery
+from agent.ledger.salvage import Progress
 from agent.ledger.state import Abandoned, State, read_state
 from agent.ledger.store import connect, create_schema, is_space_error, read_meta, wal_limit
 
@@ -123,8 +124,11 @@ def prepare(
     station_id: str | None,
     key: GatewayKey,
     size_cap_bytes: int | None,
+    progress: Progress = None,
 ) -> Opened:
-    """Check (and if needed recover) the ledger at ``path``; see the module docstring."""
+    """Check (and if needed recover) the ledger at ``path``; see the module docstring.
+
+    ``progress`` hears every few seconds how a salvage goes (it can take minutes)."""
     if not path.parent.is_dir():
         raise UserError(
             f"ledger directory {path.parent} does not exist; create it "
@@ -134,7 +138,7 @@ def prepare(
     recovery.finish_interrupted(path)
     guard = _Guard(path)
     try:
-        return _prepare(path, gateway_id, station_id, key, limit, guard)
+        return _prepare(path, gateway_id, station_id, key, limit, guard, progress)
     finally:
         guard.close()
 
@@ -146,6 +150,7 @@ def _prepare(
     key: GatewayKey,
     limit: int,
     guard: _Guard,
+    progress: Progress,
 ) -> Opened:
     state = read_state(path)
     conn, exclusive, problem = _checked(path, state, limit, guard)
@@ -158,7 +163,7 @@ def _prepare(
     try:
         found, _plan = recovery.recover(
             path, reason=problem, gateway_id=gateway_id, station_id=station_id,
-            state=state, keys=[key.public],
+            state=state, keys=[key.public], progress=progress,
         )  # fmt: skip
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:

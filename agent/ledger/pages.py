@@ -153,17 +153,34 @@ def _column(payload: bytes, pos: int, serial: int) -> tuple[Value, int]:
     return (chunk if serial % 2 == 0 else chunk.decode("utf-8")), pos + size
 
 
+class _Pread:
+    """Slices of a file read with ``pread``: the pages salvage reads do not stay resident."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, part: slice) -> bytes:
+        start = part.start or 0
+        stop = self._size if part.stop is None else min(part.stop, self._size)
+        return os.pread(self._fd, max(0, stop - start), start) if stop > start else b""
+
+
 class PageSource:
-    """Every version of every page of a main file and its WAL, read through ``mmap``.
+    """Every version of every page of a main file and its WAL.
 
     :meth:`images` yields a page's versions newest first: the frames of the current WAL
     generation (last written first), the page in the main file, then frames left from an
-    older WAL generation. Nothing is held in memory but the WAL's frame index.
+    older WAL generation. Nothing is held in memory but the WAL's frame index: the main file
+    is read page by page, the WAL (a few MiB: the writer folds it in) through ``mmap``.
     """
 
     def __init__(self, path: Path) -> None:
         self._stack = contextlib.ExitStack()
-        self._main = self._map(path)
+        self._main = self._open(path)
         self._wal = self._map(Path(f"{path}-wal"))
         header = read_header(bytes(self._main[:100]))
         wal_size = _wal_page_size(self._wal)
@@ -177,6 +194,13 @@ class PageSource:
         self.bad_cells = 0
         if wal_size == self.page_size:
             self._index_wal()
+
+    def _open(self, path: Path) -> bytes | _Pread:
+        try:
+            handle = self._stack.enter_context(path.open("rb"))
+        except OSError:
+            return b""
+        return _Pread(handle.fileno())
 
     def _map(self, path: Path) -> bytes | mmap.mmap:
         try:

@@ -37,7 +37,7 @@ from agent.ledger.batch import INSERT_BODY, INSERT_RECORD
 from agent.ledger.chain import GENESIS, checkpoint_payload, link_hash, parse_record_id
 from agent.ledger.keys import PublicKey
 from agent.ledger.losses import EVENT, Loss, declared_by, losses_of, subtract
-from agent.ledger.salvage import inner
+from agent.ledger.salvage import Progress, Ticker, inner
 from agent.ledger.state import State
 from agent.ledger.store import SPLIT_KINDS, create_schema, ensure_table
 
@@ -325,6 +325,7 @@ def build(
     gateway_id: str | None,
     state: State | None,
     keys: Sequence[PublicKey] = (),
+    progress: Progress = None,
 ) -> Plan:
     """Write a new ledger at ``target`` from what ``stage`` holds; see the module doc.
 
@@ -345,8 +346,10 @@ def build(
         conn.execute("BEGIN")
         window = (state.checkpointed_seq, state.last_seq) if state else (0, 0)
         out = _Writer(conn, window)
+        ticker = Ticker(progress)
         for seq, rows, bodies in _stream(stage):
             out.offer(seq, rows, bodies)
+            ticker.tick(lambda seq=seq: f"rebuilding the damaged ledger: seq {seq} of {plan.top}")
         confirmed = {(s, h) for s, h in conn.execute("SELECT seq, hash FROM stage.checkpoints")}
         if state is not None:
             confirmed.add((state.last_seq, bytes.fromhex(state.last_hash)))

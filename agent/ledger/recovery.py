@@ -37,7 +37,7 @@ from agent.ledger.keys import PublicKey
 from agent.ledger.losses import EVENT, Loss, declared_by
 from agent.ledger.pages import header_problem
 from agent.ledger.rebuild import Plan, build
-from agent.ledger.salvage import collect, inner, open_stage
+from agent.ledger.salvage import Progress, collect, inner, open_stage
 from agent.ledger.state import State
 from agent.ledger.store import DATA_EXPR, ensure_table
 from agent.records.envelope import Record, iso_ts
@@ -261,19 +261,19 @@ def _fsync_dir(directory: Path) -> None:
 
 def salvage_into(
     path: Path, tmp: Path, *, gateway_id: str | None, state: State | None,
-    keys: Sequence[PublicKey],
+    keys: Sequence[PublicKey], progress: Progress = None,
 ) -> Plan:  # fmt: skip
     """Stage what ``path`` (and its WAL) still holds and build the new ledger at ``tmp``."""
     stage_file = _stage_path(path)
     stage = open_stage(stage_file)
     try:
-        found = collect(path, stage)
+        found = collect(path, stage, progress)
         log.info(
             "ledger salvage of %s: %d pages, %d rows read, %d unparseable, %d WAL commits "
             "SQLite would not replay",
             path, found.pages, found.cells, found.bad_cells, found.wal_commits_lost,
         )  # fmt: skip
-        return build(stage, tmp, gateway_id=gateway_id, state=state, keys=keys)
+        return build(stage, tmp, gateway_id=gateway_id, state=state, keys=keys, progress=progress)
     finally:
         stage.close()
         _remove(stage_file)
@@ -331,10 +331,11 @@ def recover(
     station_id: str | None,
     state: State | None,
     keys: Sequence[PublicKey],
+    progress: Progress = None,
 ) -> tuple[Recovery, Plan]:
     """Salvage ``path`` into a new ledger in its place (the ledger is not open); see above."""
     tmp = rebuild_path(path)
-    plan = salvage_into(path, tmp, gateway_id=gateway_id, state=state, keys=keys)
+    plan = salvage_into(path, tmp, gateway_id=gateway_id, state=state, keys=keys, progress=progress)
     aside = aside_name(path) if path.exists() or Path(f"{path}-wal").exists() else None
     follows = (plan.last_seq, plan.last_hash)
     event = Record(

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -66,6 +68,28 @@ def inner(data: bytes) -> _Inner | None:
         return _INNER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+Progress = Callable[[str], None] | None
+"""Told what a long salvage is doing, every few seconds (the service extends systemd's
+start timeout with it)."""
+
+
+PROGRESS_EVERY_S = 5.0
+
+
+class Ticker:
+    """Calls ``progress`` at most every :data:`PROGRESS_EVERY_S` seconds."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._every_s = PROGRESS_EVERY_S
+        self._next = time.monotonic() + self._every_s
+
+    def tick(self, what: Callable[[], str]) -> None:
+        if self._progress is not None and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._every_s
+            self._progress(what())
 
 
 @dataclass(slots=True)
@@ -174,15 +198,17 @@ def open_stage(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def collect(ledger: Path, stage: sqlite3.Connection) -> Collected:
+def collect(ledger: Path, stage: sqlite3.Connection, progress: Progress = None) -> Collected:
     """Stage every readable row of ``ledger`` (and its WAL) into ``stage``."""
     found = Collected()
     stager = _Stager(stage)
+    ticker = Ticker(progress)
     with PageSource(ledger) as source:
         numbers = source.page_numbers()
         found.pages = len(numbers)
         stage.execute("BEGIN")
-        for pgno in numbers:
+        for i, pgno in enumerate(numbers):
+            ticker.tick(lambda i=i: f"salvaging the damaged ledger: page {i} of {len(numbers)}")
             for image in source.images(pgno):
                 for cell in source.leaf_cells(pgno, image):
                     stager.add(cell)

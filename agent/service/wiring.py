@@ -26,6 +26,7 @@ from agent.service.clock import clock_synchronised
 from agent.service.devices import Devices
 from agent.service.metrics import CountingLedger
 from agent.service.status_socket import register_handler
+from agent.service.systemd_notify import Notifier
 from agent.service.views import connector_rows
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
@@ -63,6 +64,16 @@ def _on_ledger_health(health: str, message: str) -> None:
         log.info("ledger healthy again")
     else:
         log.error("ledger %s: %s", health, message)
+
+
+def _ledger_salvage_progress(notifier: Notifier) -> Callable[[str], None]:
+    """A salvage of a damaged ledger at start may take minutes: keep systemd waiting."""
+
+    def progress(message: str) -> None:
+        log.info("%s", message)
+        notifier.notify("EXTEND_TIMEOUT_USEC=60000000", f"STATUS={message}")
+
+    return progress
 
 
 @dataclass(slots=True)
@@ -211,6 +222,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         checkpoint_interval_s=config.ledger.checkpoint_interval_s,
         station_id=config.station.station_id,
         on_health=_on_ledger_health,
+        on_progress=_ledger_salvage_progress(Notifier()),
     )
     ledger.append_nowait(  # not awaited: on a full disk the service must still get READY
         lifecycle_event(

@@ -9,7 +9,9 @@ import sqlite3
 import struct
 from pathlib import Path
 
-from agent.ledger import GatewayKey, Ledger
+import pytest
+
+from agent.ledger import GatewayKey, Ledger, salvage
 from agent.ledger.export import export_lines, open_for_reading
 from agent.ledger.pages import varint
 from agent.ledger.verify import verify_lines
@@ -165,3 +167,22 @@ async def test_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert (await ledger.append(record(n=1))).seq == 3
     await ledger.close()
     export_verifies(path, key)
+
+
+async def test_a_long_salvage_reports_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service turns these into systemd start-timeout extensions (it may take minutes)."""
+    monkeypatch.setattr(salvage, "PROGRESS_EVERY_S", 0.0)
+    key = GatewayKey.generate()
+    path = tmp_path / "l.db"
+    await make(path, key, 100)
+    data = bytearray(path.read_bytes())
+    data[:16] = bytes(16)
+    path.write_bytes(bytes(data))
+    told: list[str] = []
+    ledger = await Ledger.open(path, gateway_id="GW1", key=key, on_progress=told.append)
+    assert ledger.recovery is not None and ledger.recovery.salvaged == 100
+    await ledger.close()
+    assert any(m.startswith("salvaging the damaged ledger: page") for m in told)
+    assert any(m.startswith("rebuilding the damaged ledger: seq") for m in told)
