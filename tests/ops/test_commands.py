@@ -128,6 +128,19 @@ def test_roles_and_rate_limits(rig: Rig, client: CommandClient) -> None:
     assert (
         replies[10]["ok"] is False and "rate limit: at most 10 config.get" in replies[10]["error"]
     )
+    # each refusal is also an event in the ledger (the first of each command name a minute)
+    refused_events = wait_until(
+        lambda: [
+            r["body"]
+            for r in ledger_records(rig.ledger_path)
+            if r["kind"] == "event" and r["body"]["event"] == "mqtt_command_refused"
+        ],
+        30,
+        "the refusal events",
+    )
+    reasons = {e["details"]["command"]: e["details"]["reason"] for e in refused_events}
+    assert "needs the operate role" in reasons["resend"]
+    assert "not signed by the platform's configured key" in reasons["status"]
     # other commands are not limited by it, and the service runs on
     assert ask(READ, "query", {"kind": "event"})["ok"] is True
     assert rig.agent.proc is not None and rig.agent.proc.poll() is None

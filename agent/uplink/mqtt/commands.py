@@ -42,7 +42,8 @@ import msgspec
 
 from agent.errors import UserError
 from agent.ledger import PublicKey
-from agent.records.envelope import StoredRecord, canonical_json, parse_iso_ts
+from agent.records.bodies import EventBody, body_to_dict
+from agent.records.envelope import Record, StoredRecord, canonical_json, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.log_limit import LogLimiter
 from agent.uplink.mqtt.command_context import ServiceContext, run_evgw
@@ -108,6 +109,8 @@ DIAG_CHUNK_RANGE: Final = (1024, 262_144)
 DIAG_KEEP_S: Final = 600.0
 """How long a built archive stays available for its later parts."""
 MAX_QUERY_PAGE: Final = 1000
+REFUSAL_EVENT_EVERY_S: Final = 60.0
+"""At most one ``mqtt_command_refused`` event per command name in this time."""
 
 
 ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
@@ -169,6 +172,7 @@ class CommandHandler:
         self._diag: tuple[str, bytes, float] | None = None
         self._context = ServiceContext(settings.station_id, admin)
         self._rates = RateLimits()
+        self._refusal_events: dict[str, tuple[float, int]] = {}
 
     async def handle(self, topic: str, payload: bytes) -> CommandReply | None:
         prefix = f"{self.settings.base_topic}/cmd/"
@@ -203,10 +207,36 @@ class CommandHandler:
                 command_id if command_id is None else command_id[:64],
                 exc,
             )
+            await self._refusal_event(name, command_id, str(exc))
             return self._reply(reply_topic, command_id, name, error=str(exc))
         self.accepted += 1
         log.info("MQTT command %s (id %s) done", name, command_id)
         return self._reply(reply_topic, command_id, name, result=result)
+
+    async def _refusal_event(self, name: str, command_id: str | None, reason: str) -> None:
+        """An ``event`` record for a refused command: the first of each command name in a
+        minute, with the count of those refused since (a flood makes a few records)."""
+        key = name if name in ARG_TYPES else "?"
+        now = self._clock()
+        last, suppressed = self._refusal_events.get(key, (float("-inf"), 0))
+        if now - last < REFUSAL_EVENT_EVERY_S:
+            self._refusal_events[key] = (last, suppressed + 1)
+            return
+        self._refusal_events[key] = (now, 0)
+        details = {"command": name[:64], "id": (command_id or "")[:128], "reason": reason[:255]}
+        body = EventBody(
+            event="mqtt_command_refused",
+            message=f"MQTT command {name[:64]} refused: {reason}"[:255],
+            details={**details, "refused_since_last_event": suppressed},
+        )
+        await self._ledger.append(
+            Record(
+                kind="event",
+                ts=iso_ts(now),
+                station_id=self.settings.station_id,
+                body=body_to_dict(body),
+            )
+        )
 
     def _reply(
         self,
