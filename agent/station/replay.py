@@ -65,7 +65,7 @@ class ReplayStats:
     sessions: int = 0
     timestamps_constant: bool = False
     """A session whose frames all carried one timestamp: samples were taken per message
-    cycle, and its order's ``duration_s`` is no measurement."""
+    cycle, and its order's ``duration_s`` is null (no duration to give)."""
 
     def note(self, event: BmsEvent) -> None:
         if isinstance(event, SessionClosed):
