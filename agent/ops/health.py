@@ -3,8 +3,9 @@
 READY is the status socket answering from a process younger than the restart (the service
 opens it once the ledger and the devices are built, just before ``READY=1``). Healthy is
 READY followed by a first minute in which the socket keeps answering from the same process,
-no task restarts or stops, the ledger stays ``ok``, and every CAN bus that was open and every
-meter that was online before the update is so again.
+no task restarts or is stopped (one that finished its work is fine), the ledger stays
+``ok``, and every CAN bus that was open and every meter that was online before the update
+is so again.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def problems(before: Baseline, snapshot: dict[str, Any]) -> list[str]:
     """What is worse in ``snapshot`` than in ``before`` (empty when healthy)."""
     found = []
     for name, task in (snapshot.get("tasks") or {}).items():
-        if task.get("restarts") or task.get("state") != "running":
+        if task.get("restarts") or task.get("state") not in ("running", "finished"):
             found.append(f"task {name} {task.get('state')}: {task.get('last_error')}")
     ledger = (snapshot.get("ledger") or {}).get("health")
     if ledger != "ok":
