@@ -100,6 +100,12 @@ def test_status_query_and_config_get(rig: Rig, client: CommandClient) -> None:
     bounded = ask(READ, "query", {"kind": "meter_sample", "to_seq": seqs[0]})
     assert [r["seq"] for r in bounded["result"]["records"]] == [seqs[0]]
     assert bounded["result"]["next_from_seq"] is None
+    # a time range: only the second record's time
+    ts = second["result"]["records"][0]["ts"]
+    timed = ask(READ, "query", {"kind": "meter_sample", "from_ts": ts, "to_ts": ts, "limit": 1000})
+    assert [r["ts"] for r in timed["result"]["records"]] == [ts]
+    bad_ts = ask(READ, "query", {"kind": "meter_sample", "from_ts": "yesterday"})
+    assert bad_ts["ok"] is False and "bad time range" in bad_ts["error"]
     too_many = ask(READ, "query", {"kind": "event", "limit": 5000})
     assert too_many["ok"] is False and "limit 5000 outside 1..1000" in too_many["error"]
     assert_signed_by_gateway(too_many, rig)  # refusals are signed too

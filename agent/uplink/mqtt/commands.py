@@ -16,11 +16,12 @@ arguments. Replies go to ``{prefix}/{station_id}/reply/<name>``::
 Commands: ``status`` (uplink counters, cursor, backlog, checkpoint, and the station as
 ``evgw status`` shows it: connectors, sessions, alarms, meters, buses), ``bms_query``
 (``session_id``: the battery-process records of a charging session, with the checkpoint
-covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``limit``: records of one kind
-in a seq range, a page at a time), ``config.get`` (the running config and its SHA-256),
-``resend`` (``from_seq``, ``limit``: publish records again from a seq, without moving the
-cursor), ``diag`` (the ``evgw diag`` archive, one bounded Base64 part per reply: the first
-call builds it, later calls name its ``archive`` hash and a ``part``).
+covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``from_ts``, ``to_ts``,
+``limit``: records of one kind in a seq and time range, a page at a time), ``config.get``
+(the running config and its SHA-256), ``resend`` (``from_seq``, ``limit``: publish records
+again from a seq, without moving the cursor), ``diag`` (the ``evgw diag`` archive, one
+bounded Base64 part per reply: the first call builds it, later calls name its ``archive``
+hash and a ``part``).
 
 Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
 carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
@@ -98,7 +99,11 @@ class _QueryArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kind: str
     from_seq: int = 1
     to_seq: int | None = None
+    from_ts: str | None = None
+    """Only records at or after this time (ISO 8601, UTC)."""
+    to_ts: str | None = None
     limit: int = 100
+    """How many records of the kind to scan for this page (the time range may keep fewer)."""
 
 
 class _ConfigGetArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -319,16 +324,22 @@ class CommandHandler:
         high = ledger.last_seq if args.to_seq is None else min(args.to_seq, ledger.last_seq)
         if args.from_seq < 1 or args.from_seq > max(high, 1):
             raise _Refused(f"from_seq {args.from_seq} outside 1..{max(high, 1)}")
+        try:
+            early = parse_iso_ts(args.from_ts) if args.from_ts else float("-inf")
+            late = parse_iso_ts(args.to_ts) if args.to_ts else float("inf")
+        except ValueError as exc:
+            raise _Refused(f"bad time range: {exc}") from None
         found = await ledger.read_after(args.from_seq - 1, args.limit, kinds=[args.kind])
-        records = [r for r in found if r.seq <= high and r.kind == args.kind]
-        full = len(found) == args.limit and records and records[-1].seq < high
+        scanned = [r for r in found if r.seq <= high and r.kind == args.kind]
+        records = [r for r in scanned if early <= parse_iso_ts(r.ts) <= late]
+        more = len(found) == args.limit and scanned and scanned[-1].seq < high
         return {
             "kind": args.kind,
             "from_seq": args.from_seq,
             "to_seq": high,
             "count": len(records),
             "records": records,
-            "next_from_seq": records[-1].seq + 1 if full else None,
+            "next_from_seq": scanned[-1].seq + 1 if more else None,
             "checkpoint": await ledger.checkpoint(),
         }
 
