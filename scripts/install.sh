@@ -11,7 +11,8 @@
 # secrets.toml from the examples when absent, the release key that signs updates
 # (--release-key, to /etc/evgw/release.pub), a gateway signing key in /var/lib/evgw when
 # absent, the unit /etc/systemd/system/evgw.service, and enables it (and starts it unless
-# --no-start). Later versions come as signed updates: evgw update apply ARTEFACT.
+# --no-start), with evgw-update.path/.service (the root updater of MQTT-fetched releases).
+# Later versions come as signed updates: evgw update apply ARTEFACT.
 # --root DIR installs into a staging root (an image being built, or a test): nothing is
 # started, and users and unit links are created inside DIR.
 # --uninstall removes the program, the unit and the user snippets, and keeps /etc/evgw and
@@ -25,7 +26,7 @@ RELEASE_KEY=
 START=1
 UNINSTALL=0
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -49,6 +50,7 @@ LIVE=0; [ "$ROOT" = / ] && LIVE=1
 OPT="$R/opt/evgw"
 BIN_LINK="$R/usr/local/bin/evgw"
 UNIT="$R/etc/systemd/system/evgw.service"
+UPDATE_UNITS="$R/etc/systemd/system/evgw-update.path $R/etc/systemd/system/evgw-update.service"
 SYSUSERS="$R/usr/lib/sysusers.d/evgw.conf"
 TMPFILES="$R/usr/lib/tmpfiles.d/evgw.conf"
 
@@ -57,9 +59,10 @@ systemctl_root() {
 }
 
 if [ "$UNINSTALL" = 1 ]; then
-  if [ "$LIVE" = 1 ]; then systemctl disable --now evgw.service 2>/dev/null || true
-  else systemctl_root disable evgw.service >/dev/null 2>&1 || true; fi
-  rm -f "$UNIT" "$SYSUSERS" "$TMPFILES"
+  if [ "$LIVE" = 1 ]; then systemctl disable --now evgw.service evgw-update.path 2>/dev/null || true
+  else systemctl_root disable evgw.service evgw-update.path >/dev/null 2>&1 || true; fi
+  # shellcheck disable=SC2086  # two paths
+  rm -f "$UNIT" $UPDATE_UNITS "$SYSUSERS" "$TMPFILES"
   case "$(readlink "$BIN_LINK" 2>/dev/null)" in */opt/evgw/current/bin/evgw) rm -f "$BIN_LINK" ;; esac
   rm -rf "$OPT"
   [ "$LIVE" = 1 ] && systemctl daemon-reload
@@ -97,6 +100,9 @@ mkdir -p "$OPT/docs" && cp "$SRC_DIR"/docs/*.md "$OPT/docs/" 2>/dev/null || true
 install -m 644 "$SRC_DIR/systemd/evgw.sysusers" "$SYSUSERS"
 install -m 644 "$SRC_DIR/systemd/evgw.tmpfiles" "$TMPFILES"
 install -m 644 "$SRC_DIR/systemd/evgw.service" "$UNIT"
+for unit in evgw-update.path evgw-update.service; do
+  install -m 644 "$SRC_DIR/systemd/$unit" "$R/etc/systemd/system/$unit"
+done
 if [ "$LIVE" = 1 ]; then systemd-sysusers "$SYSUSERS"; else systemd-sysusers --root="$ROOT" "$SYSUSERS"; fi
 uid_of() { awk -F: -v u="$1" '$1 == u { print $3 }' "$R/etc/passwd"; }
 gid_of() { awk -F: -v g="$1" '$1 == g { print $3 }' "$R/etc/group"; }
@@ -128,8 +134,9 @@ fi
 if [ "$LIVE" = 1 ]; then
   systemd-tmpfiles --create "$TMPFILES" || true
   systemctl daemon-reload
-  if [ "$START" = 1 ]; then systemctl enable --now evgw.service; else systemctl enable evgw.service; fi
+  if [ "$START" = 1 ]; then systemctl enable --now evgw.service evgw-update.path
+  else systemctl enable evgw.service evgw-update.path; fi
 else
-  systemctl_root enable evgw.service >/dev/null
+  systemctl_root enable evgw.service evgw-update.path >/dev/null
 fi
 echo "evgw $VERSION installed: $RELEASE (current), $BIN_LINK, unit $UNIT (enabled)"

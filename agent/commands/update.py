@@ -13,7 +13,7 @@ from agent.errors import UserError
 from agent.ledger import GatewayKey, PublicKey
 from agent.ops.layout import Layout
 from agent.ops.release import pack
-from agent.ops.update import UpdateSettings, apply
+from agent.ops.update import UpdateSettings, apply, apply_pending
 from agent.ops.update_ledger import running_version
 
 
@@ -38,20 +38,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = actions.add_parser("apply", help="verify, install, switch, restart; roll back if unhealthy")
     a.add_argument("artefact", type=Path, help="evgw-VERSION.tar (its .sig beside it)")
     a.add_argument("--signature", type=Path, help="the detached signature (default ARTEFACT.sig)")
-    _common(a)
-    a.add_argument("--release-key", type=Path, help="default <root>/etc/evgw/release.pub")
-    a.add_argument(
-        "--systemctl",
-        default="systemctl",
-        help="program that runs `stop|start evgw.service` (default systemctl)",
-    )
-    a.add_argument("--start-timeout-s", type=float, default=60.0, help="for READY (default 60)")
-    a.add_argument("--health-s", type=float, default=60.0, help="healthy first run (default 60)")
+    _apply_options(a)
     a.set_defaults(func=_apply)
+    pending = actions.add_parser(
+        "apply-pending",
+        help="apply what the MQTT update command downloaded (run by evgw-update.path as root)",
+    )
+    _apply_options(pending)
+    pending.set_defaults(func=_apply_pending)
     st = actions.add_parser("status", help="current, previous and running versions, last steps")
     _common(st)
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=_status)
+
+
+def _apply_options(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--release-key", type=Path, help="default <root>/etc/evgw/release.pub")
+    parser.add_argument(
+        "--systemctl",
+        default="systemctl",
+        help="program that runs `stop|start evgw.service` (default systemctl)",
+    )
+    parser.add_argument("--start-timeout-s", type=float, default=60.0, help="READY (default 60)")
+    parser.add_argument("--health-s", type=float, default=60.0, help="healthy run (default 60)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -76,14 +86,13 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> UpdateSettings:
     layout = Layout(args.root)
     for name in ("start_timeout_s", "health_s"):
         if not 0 < getattr(args, name) <= 3600:
-            raise UserError(
-                f"--{name.replace('_', '-')} {getattr(args, name)}: expected 0..3600", 2
-            )
-    settings = UpdateSettings(
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} {getattr(args, name)}: expected 0..3600", 2)
+    return UpdateSettings(
         layout=layout,
         config=load_config(args.config),
         release_key=PublicKey.from_file(args.release_key or layout.release_key),
@@ -91,12 +100,24 @@ def _apply(args: argparse.Namespace) -> int:
         start_timeout_s=args.start_timeout_s,
         health_s=args.health_s,
     )
+
+
+def _apply(args: argparse.Namespace) -> int:
+    settings = _settings(args)
     try:
         version = apply(settings, args.artefact, args.signature)
     except OSError as exc:
-        raise UserError(f"{exc.filename or layout.opt}: {exc.strerror}: run as root", 2) from None
+        where = exc.filename or settings.layout.opt
+        raise UserError(f"{where}: {exc.strerror}: run as root", 2) from None
     print(f"evgw {version} is running and healthy; previous release kept for a rollback")
     return 0
+
+
+def _apply_pending(args: argparse.Namespace) -> int:
+    done = apply_pending(_settings(args))
+    for name, outcome in done:
+        print(f"{name}: {outcome}")
+    return 1 if any(not outcome.startswith("applied") for _, outcome in done) else 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -188,3 +188,24 @@ def apply(s: UpdateSettings, artefact: Path, signature: Path | None = None) -> s
     )
     after = "running again" if back is not None else "NOT answering either: see journalctl -u evgw"
     raise UpdateFailed(f"{new} rolled back to {old} ({after}): {reason}")
+
+
+def apply_pending(s: UpdateSettings) -> list[tuple[str, str]]:
+    """Apply each artefact the MQTT ``update`` command queued in ``<state_dir>/updates``,
+    oldest first; each ends in ``done/`` or ``failed/`` (with the outcome beside it)."""
+    folder = Path(s.config.gateway.state_dir) / "updates"
+    queued = sorted(folder.glob("evgw-*.tar"), key=lambda p: p.stat().st_mtime)
+    outcomes = []
+    for artefact in queued:
+        try:
+            outcome, where = f"applied {apply(s, artefact)}", "done"
+        except UpdateFailed as exc:
+            outcome, where = str(exc), "failed"
+        target = folder / where
+        target.mkdir(exist_ok=True)
+        for path in (artefact, artefact.with_name(artefact.name + ".sig")):
+            if path.exists():
+                os.replace(path, target / path.name)
+        (target / f"{artefact.name}.outcome").write_text(outcome + "\n")
+        outcomes.append((artefact.name, outcome))
+    return outcomes

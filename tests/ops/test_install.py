@@ -55,6 +55,12 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
     assert unit.read_text() == (REPO / "systemd/evgw.service").read_text()
     assert (root / "etc/systemd/system/multi-user.target.wants/evgw.service").is_symlink()
     assert (root / "usr/lib/sysusers.d/evgw.conf").exists()
+    # the root updater of releases the MQTT `update` command downloads
+    for name in ("evgw-update.path", "evgw-update.service"):
+        assert (root / "etc/systemd/system" / name).read_text() == (
+            REPO / "systemd" / name
+        ).read_text()
+    assert (root / "etc/systemd/system/paths.target.wants/evgw-update.path").is_symlink()
 
     config = root / "etc/evgw/evgw.toml"
     secrets = root / "etc/evgw/secrets.toml"
@@ -74,10 +80,15 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
     assert profiles.returncode == 0 and "djsf1352" in profiles.stdout, profiles.stderr
 
     # systemd-analyze verify on the installed unit, its paths resolved inside the staging root
-    staged = tmp_path / "evgw.service"
-    staged.write_text(unit.read_text().replace("/opt/evgw/", f"{root}/opt/evgw/"))
+    units = tmp_path / "units"
+    units.mkdir()
+    for name in ("evgw.service", "evgw-update.path", "evgw-update.service"):
+        text = (root / "etc/systemd/system" / name).read_text()
+        (units / name).write_text(text.replace("/opt/evgw/", f"{root}/opt/evgw/"))
     verify = subprocess.run(
-        ["systemd-analyze", "verify", str(staged)], capture_output=True, text=True
+        ["systemd-analyze", "verify", *(str(u) for u in sorted(units.iterdir()))],
+        capture_output=True,
+        text=True,
     )
     assert verify.returncode == 0, verify.stderr
 
@@ -92,6 +103,7 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
     assert gone.returncode == 0, gone.stderr
     assert not (root / "opt/evgw").exists() and not unit.exists()
     assert not on_path.is_symlink()
+    assert not (root / "etc/systemd/system/evgw-update.path").exists()
     assert not (root / "etc/systemd/system/multi-user.target.wants/evgw.service").exists()
     assert config.exists() and key.exists(), "uninstall keeps configuration and data"
 

@@ -4,8 +4,9 @@ Each platform key has a role (``[uplinks.mqtt] command_keys = {read = …, opera
 admin = …}``; the older single ``command_pubkey_file`` is the ``admin`` key). A role may run
 its own commands and those of the roles below it: ``read`` asks (status, queries, the
 config), ``operate`` acts without changing the configuration (resend, diagnostics),
-``admin`` may do everything. Every command has a rate limit per minute, counted only for
-commands whose signature checked out, so a flood of forgeries cannot lock the platform out.
+``admin`` may do everything (software updates). Every command has a rate limit per minute,
+counted only for commands whose signature checked out, so a flood of forgeries cannot lock
+the platform out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ COMMAND_ROLE: Final[dict[str, str]] = {
     "config.get": "read",
     "resend": "operate",
     "diag": "operate",
+    "update": "admin",
 }
 RATE_PER_MINUTE: Final[dict[str, int]] = {
     "status": 30,
@@ -31,6 +33,7 @@ RATE_PER_MINUTE: Final[dict[str, int]] = {
     "config.get": 10,
     "resend": 5,
     "diag": 30,
+    "update": 6,
 }
 """A diagnostics archive is asked for part by part, hence the higher ``diag`` limit."""
 

@@ -21,7 +21,8 @@ covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``from_ts``, ``to
 (the running config and its SHA-256), ``resend`` (``from_seq``, ``limit``: publish records
 again from a seq, without moving the cursor), ``diag`` (the ``evgw diag`` archive, one
 bounded Base64 part per reply: the first call builds it, later calls name its ``archive``
-hash and a ``part``).
+hash and a ``part``), ``update`` (``url``, ``sha256``, ``sig``: download a release for the
+root updater, :mod:`agent.uplink.mqtt.command_update`).
 
 Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
 carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
@@ -50,6 +51,7 @@ from agent.uplink.log_limit import LogLimiter
 from agent.uplink.mqtt.command_context import ServiceContext, run_evgw
 from agent.uplink.mqtt.command_roles import COMMAND_ROLE, RateLimits, check_role, signer_role
 from agent.uplink.mqtt.command_roles import Refused as _Refused
+from agent.uplink.mqtt.command_update import fetch
 from agent.uplink.mqtt.replay_window import ReplayWindow
 
 if TYPE_CHECKING:
@@ -110,6 +112,13 @@ class _ConfigGetArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
+class _UpdateArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str
+    sha256: str
+    sig: str
+    """The artefact's detached signature (Base64), checked by the root updater."""
+
+
 DIAG_CHUNK_RANGE: Final = (1024, 262_144)
 DIAG_KEEP_S: Final = 600.0
 """How long a built archive stays available for its later parts."""
@@ -125,6 +134,7 @@ ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "diag": _DiagArgs,
     "query": _QueryArgs,
     "config.get": _ConfigGetArgs,
+    "update": _UpdateArgs,
 }
 assert set(ARG_TYPES) == set(COMMAND_ROLE), "every command has a role"
 
@@ -376,6 +386,9 @@ class CommandHandler:
             }
         if isinstance(args, _DiagArgs):
             return await self._diag_part(args)
+        if isinstance(args, _UpdateArgs):
+            state_dir = self._context.config()[0].gateway.state_dir
+            return await fetch(args.url, args.sha256, args.sig, state_dir)
         assert isinstance(args, _ResendArgs)
         if args.from_seq < 1 or args.from_seq > ledger.last_seq:
             raise _Refused(f"from_seq {args.from_seq} outside 1..{ledger.last_seq}")
