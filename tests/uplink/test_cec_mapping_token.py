@@ -125,3 +125,17 @@ async def test_token_single_flight_and_backoff() -> None:
     assert await tokens.get() == "t4"
     tokens.invalidate("t4")
     assert await tokens.get() == "t5"
+
+
+def test_refresh_margin_from_the_config() -> None:
+    """`token_refresh_margin_s` sets how early a token is renewed, within a tenth and a half
+    of the token's lifetime."""
+    from agent.uplink.cec.token import Token
+
+    long_lived = Token("t", issued_at=0.0, lifetime_s=7200.0)
+    assert not long_lived.needs_refresh(7200 - 800, margin_s=300)  # 10 % of 7200 = 720 s
+    assert long_lived.needs_refresh(7200 - 700, margin_s=300)
+    assert long_lived.needs_refresh(7200 - 1700, margin_s=1800)
+    short = Token("t", issued_at=0.0, lifetime_s=600.0)
+    assert not short.needs_refresh(299, margin_s=3600)  # never more than half the lifetime
+    assert short.needs_refresh(301, margin_s=3600)

@@ -97,6 +97,7 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         equipment_owner_id=config.station.equipment_owner_id or "",
         interfaces=frozenset(c.interfaces),
         timeout_s=c.request_timeout_s,
+        token_refresh_margin_s=c.token_refresh_margin_s,
         batch_size=c.batch_size,
         probe_interval_s=c.probe_interval_s,
         park_peer_on=frozenset(c.park_peer_on),

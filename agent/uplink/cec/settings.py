@@ -56,6 +56,7 @@ class CecSettings:
     retry_initial_s: float = 1.0
     retry_cap_s: float = default_of(CecSection, "retry_max_s")
     token_retry_s: tuple[float, ...] = FAILURE_BACKOFF_S
+    token_refresh_margin_s: float = default_of(CecSection, "token_refresh_margin_s")
     key_as_iv: bool = default_of(CecSection, "iv_equals_key")
     """Shenzhen 2020 quirk: the DataSecret is also the IV."""
     accept_lowercase_sig: bool = default_of(CecSection, "accept_lowercase_sig")

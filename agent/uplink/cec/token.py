@@ -18,6 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from agent.config.section import default_of
+from agent.uplink.cec.config import CecSection
+
 REFRESH_AT_LEAST_EVERY_S: Final = 24 * 3600.0
 FAILURE_BACKOFF_S: Final = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -36,8 +39,10 @@ class Token:
     def expires_at(self) -> float:
         return self.issued_at + self.lifetime_s
 
-    def needs_refresh(self, now: float) -> bool:
-        margin = max(60.0, 0.1 * self.lifetime_s)
+    def needs_refresh(self, now: float, margin_s: float) -> bool:
+        """Less than the margin left — ``token_refresh_margin_s``, at least a tenth of the
+        token's lifetime and at most half of it — or older than a day."""
+        margin = min(max(margin_s, 0.1 * self.lifetime_s), 0.5 * self.lifetime_s)
         return self.expires_at - now < margin or now - self.issued_at >= REFRESH_AT_LEAST_EVERY_S
 
 
@@ -53,8 +58,10 @@ class TokenManager:
         fetch: Callable[[], Awaitable[tuple[str, float]]],
         clock: Callable[[], float],
         failure_backoff_s: tuple[float, ...] = FAILURE_BACKOFF_S,
+        refresh_margin_s: float = default_of(CecSection, "token_refresh_margin_s"),
     ) -> None:
         self._fetch = fetch
+        self._margin_s = refresh_margin_s
         self._backoff = failure_backoff_s
         self._clock = clock
         self._token: Token | None = None
@@ -75,12 +82,12 @@ class TokenManager:
 
     async def get(self) -> str:
         token = self._token
-        if token is not None and not token.needs_refresh(self._clock()):
+        if token is not None and not token.needs_refresh(self._clock(), self._margin_s):
             return token.value
         async with self._lock:
             now = self._clock()
             token = self._token
-            if token is not None and not token.needs_refresh(now):
+            if token is not None and not token.needs_refresh(now, self._margin_s):
                 return token.value  # another caller refreshed while we waited
             if now < self._retry_at:
                 if token is not None and token.expires_at > now:

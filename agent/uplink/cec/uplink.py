@@ -98,7 +98,9 @@ class CecUplink:
             integer_status_values=settings.integer_status_values,
         )
         self.client = CecClient(settings, self.stats, clock)
-        self.tokens = TokenManager(self.client.fetch_token, clock, settings.token_retry_s)
+        self.tokens = TokenManager(
+            self.client.fetch_token, clock, settings.token_retry_s, settings.token_refresh_margin_s
+        )
         self.peer = PeerGate()
         self.link = LinkWatch(settings.link_alarm_after_s)
         self.registered = STATION_INFO not in settings.interfaces
