@@ -38,7 +38,7 @@ from agent.uplink.cec.codec import (
 )
 from agent.uplink.cec.rules import validate
 from sim.platform_http import Handler, Server
-from sim.platform_schemas import SCHEMAS, business_key
+from sim.platform_schemas import SCHEMAS, business_key, money_problem
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class PlatformReceiver:
             data = decode_business(opened.plaintext)
         except CecCodecError as exc:
             return self._reply(4003, f"数据项Data解密失败: {exc}", None, fault, meta)
-        problem = validate(data, SCHEMAS[interface])
+        problem = validate(data, SCHEMAS[interface]) or money_problem(interface, data)
         if problem:
             return self._reply(4004, f"请求的业务参数不合法: {problem}", None, fault, meta)
         if interface == "query_token":

@@ -9,6 +9,7 @@ whose :func:`~agent.uplink.cec.rules.validate` returns the first violation with 
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from typing import Any, Final
 
 from agent.uplink.cec.rules import STATION_INFO, Schema
@@ -162,3 +163,31 @@ def business_key(interface: str, data: dict[str, Any], plaintext: bytes) -> str:
             for k in ("EquipmentID", "ConnectorID", "AlarmCode", "AlarmTime", "AlarmStatus")
         )
     return f"{digest}"
+
+
+def money_problem(interface: str, data: dict[str, Any]) -> str | None:
+    """An order whose money does not add up exactly on the wire (T/CEC §13.10-13.11): the
+    details' sums against the totals, ``SumPeriod`` against the details, and
+    ``TotalMoney = TotalElecMoney + TotalSeviceMoney``."""
+    if interface != "notification_charge_order_info":
+        return None
+    details = data["ChargeDetails"]
+    if data["SumPeriod"] != len(details):
+        return f"SumPeriod {data['SumPeriod']} but {len(details)} ChargeDetails"
+    total = Decimal(str(data["TotalElecMoney"])) + Decimal(str(data["TotalSeviceMoney"]))
+    if Decimal(str(data["TotalMoney"])) != total:
+        return f"TotalMoney {data['TotalMoney']} is not TotalElecMoney + TotalSeviceMoney ({total})"
+    if not details:
+        return None
+    for detail_key, total_key in (
+        ("DetailPower", "TotalPower"),
+        ("DetailElecMoney", "TotalElecMoney"),
+        ("DetailSeviceMoney", "TotalSeviceMoney"),
+    ):
+        summed = sum((Decimal(str(d[detail_key])) for d in details), Decimal(0))
+        if summed != Decimal(str(data[total_key])):
+            return (
+                f"the ChargeDetails' {detail_key} add up to {summed}, "
+                f"not {total_key} {data[total_key]}"
+            )
+    return None

@@ -110,3 +110,35 @@ def bill(readings: Sequence[tuple[float, float]], segments: Sequence[Segment]) -
         elec + service,
         segments[0].tariff.id,
     )
+
+
+class RegisterTrail:
+    """The register at the moments a bill needs — the session's first read, each tariff
+    boundary, the latest read — kept from a stream of meter reads in constant memory.
+
+    A boundary between two reads gets the linear interpolation between them; a boundary
+    before the first read gets that read (nothing was measured earlier)."""
+
+    def __init__(self, boundaries: Sequence[float]) -> None:
+        self._pending = sorted(boundaries)
+        self._points: list[tuple[float, float]] = []
+        self._last: tuple[float, float] | None = None
+
+    def feed(self, ts: float, energy_kwh: float) -> None:
+        last = self._last
+        if last is not None and ts <= last[0]:
+            return  # a late or repeated read adds nothing
+        if last is None:
+            self._points.append((ts, energy_kwh))
+        while self._pending and self._pending[0] <= ts:
+            boundary = self._pending.pop(0)
+            if last is None or boundary <= last[0]:
+                continue  # before the first read: the first read stands for it
+            self._points.append((boundary, energy_at((last, (ts, energy_kwh)), boundary)))
+        self._last = (ts, energy_kwh)
+
+    def readings(self) -> list[tuple[float, float]]:
+        """Time-ordered ``(ts, kWh)``: what :func:`bill` needs for the session so far."""
+        if self._last is None:
+            return []
+        return self._points + ([self._last] if self._points[-1] != self._last else [])

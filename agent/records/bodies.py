@@ -196,9 +196,12 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     """Seconds of the session the gateway did not see (it was down)."""
     notes: tuple[str, ...] = ()
     """Why a field is estimated or flagged, in words (restart, meter silent, register back)."""
+    tariff_id: str | None = None
+    """The tariff the money was computed by (None: no tariff configured, money 0)."""
     elec_money_yuan: float = 0.0
     service_money_yuan: float = 0.0
     total_money_yuan: float = 0.0
+    """Rounded to 0.01 yuan and the exact sum of the details (docs/BILLING.md)."""
     charge_details: tuple[ChargeDetailBody, ...] = ()
 
 

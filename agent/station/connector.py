@@ -26,6 +26,7 @@ from agent.station import codes, gbt_events, meter_events, resume
 from agent.station.alarms import AlarmBook, AlarmEdge, Scope, alarm_body
 from agent.station.audit import audit_energy
 from agent.station.bms_process import bms_body
+from agent.station.money import order_money, session_bill, tariff_book
 from agent.station.ocmf import OcmfReading, OcmfSigner
 from agent.station.orders import (
     INTERRUPTED_END_REASONS,
@@ -84,6 +85,10 @@ class ConnectorModel:
     ) -> None:
         self.config = config
         self.station_id = config.station.station_id
+        self.tariffs = tariff_book(config)
+        self.tariff_id = (
+            None if self.tariffs is None else self.tariffs.tariff_id_for(connector.tariff)
+        )
         self.equipment = equipment
         self.connector = connector
         self.connector_id = connector.connector_id
@@ -363,6 +368,12 @@ class ConnectorModel:
             stop_bits=bits,
             ocmf=self._ocmf(s, reason),
         )
+        money = order_money(
+            session_bill(
+                self.tariffs, self.tariff_id, s, end_ts, order.energy_kwh, order.energy_source
+            )
+        )
+        order = msgspec.structs.replace(order, **money)
         self.stats.add_stop_reason(self.connector_id, reason)
         out = [self.record("charge_order", end_ts, order)]
         meter_kwh, charger_kwh, ccs_kwh = session_energies(s)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from agent.records.envelope import Record
 from agent.station import codes
+from agent.station.money import note_register
 from agent.station.registers import RegisterDecrease
 from agent.station.session import MeterPoint
 from drivers.gbt27930.events import Phase
@@ -80,6 +81,7 @@ def on_reading(c: ConnectorModel, r: MeterReading) -> list[Record]:
         if s.meter_start is None:
             s.meter_start = point
         s.meter_last = point
+        note_register(c.tariffs, c.tariff_id, s, r.ts, energy, c.config.sampling.max_session_h)
     power = v.get("power_w")
     if s is not None and power is not None and not (c.has_can and s.ccs_seen):
         s.peak_power_kw = max(s.peak_power_kw, abs(power) / 1000.0)

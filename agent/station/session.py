@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.billing.split import RegisterTrail
 from agent.records.bodies import BmsProcessBody
 from agent.records.envelope import iso_ts
 from agent.station.safety import SafetyMonitor
@@ -81,6 +82,8 @@ class Session:
     """Seconds of the session the gateway did not see (downtime)."""
     notes: list[str] = field(default_factory=list)
     """Why a field of the order is estimated or flagged, in words."""
+    trail: RegisterTrail | None = None
+    """The meter register at each tariff boundary of the session (for its bill)."""
 
     @property
     def start_iso(self) -> str:

@@ -4,6 +4,7 @@ a tariff change mid-session), the rounding rule (sums always exact), and every c
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 from decimal import Decimal
 
@@ -135,7 +136,7 @@ def test_rounding_sums_are_always_exact(
         assert d.elec_money == (d.power_kwh * d.elec_price).quantize(
             Decimal("0.01"), "ROUND_HALF_UP"
         )
-    assert all(a.end_ts == b_.start_ts for a, b_ in zip(result.details, result.details[1:]))
+    assert all(a.end_ts == b_.start_ts for a, b_ in itertools.pairwise(result.details))
 
 
 def periods(*rows: str) -> str:
@@ -223,3 +224,20 @@ def test_unknown_tariff_and_time_zone() -> None:
 def test_no_tariff_is_fine_without_the_city_platform() -> None:
     config = parse_config(config_with("", cec=False))
     assert config.tariffs == []
+
+
+def test_register_trail_keeps_only_what_the_bill_needs() -> None:
+    from agent.billing.split import RegisterTrail
+
+    b = book()
+    start, end = at("2026-12-03 07:00:00"), at("2026-12-03 11:00:00")
+    segments = b.segments("std", start, end)
+    trail = RegisterTrail([s.end_ts for s in segments[:-1]])
+    reads = linear(start, end, 40.0, step_s=7.0)
+    for ts, kwh in reads:
+        trail.feed(ts, kwh)
+    kept = trail.readings()
+    assert len(kept) == 4  # first read, 08:00, 10:00, last read — of 2,057 reads
+    assert bill(kept, segments) == bill(reads, segments)
+    trail.feed(reads[10][0], 0.0)  # a late read is ignored
+    assert trail.readings() == kept

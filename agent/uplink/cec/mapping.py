@@ -217,7 +217,10 @@ def charge_order_info(
         "ConnectorID": record.connector_id or "",
         "StartTime": cst_datetime(body.start_ts),
         "EndTime": cst_datetime(body.end_ts),
-        "TotalPower": dec(body.energy_kwh, 2),
+        # with details, the total is their sum exactly (docs/BILLING.md, rounding rule)
+        "TotalPower": sum((d["DetailPower"] for d in details), Decimal("0.00"))
+        if details
+        else dec(body.energy_kwh, 2),
         "TotalElecMoney": dec(body.elec_money_yuan, 2),
         "TotalSeviceMoney": dec(body.service_money_yuan, 2),
         "TotalMoney": dec(body.total_money_yuan, 2),
