@@ -25,6 +25,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 
@@ -276,6 +278,7 @@ def check_truth(
         fig.worst_delta_kwh = max(fig.worst_delta_kwh, delta)
         assert delta <= 0.02, f"{truth.vin}: order {body} vs register delta {truth.meter_delta_kwh}"
         assert body["energy_source"] == "meter" and body["meter_energy_start_kwh"] is not None
+        assert_money_of_the_whole_session(body)
         fig.resumed += body["resumed"] > 0
         fig.ended_while_down += body["end_ts_estimated"]
         fig.begun_while_down += body["start_ts_estimated"]
@@ -353,6 +356,28 @@ def run_chaos(
 
 def chaos_seed() -> int:
     return int(os.environ.get("EVGW_CHAOS_SEED") or random.SystemRandom().randrange(1 << 32))
+
+
+def assert_money_of_the_whole_session(body: dict[str, Any]) -> None:
+    """The rig's tariff is one flat period (0.62 + 0.80 yuan/kWh): whatever the kills, an
+    order's money is that of its whole energy, in details that add up exactly."""
+    details = body["charge_details"]
+    assert body["tariff_id"] == "std" and details, body
+    power = sum((Decimal(repr(d["energy_kwh"])) for d in details), Decimal(0))
+    assert abs(power - Decimal(repr(body["energy_kwh"]))) <= Decimal("0.01"), body
+    fen = Decimal("0.01")
+    for d in details:
+        kwh = Decimal(repr(d["energy_kwh"]))
+        assert Decimal(repr(d["elec_money_yuan"])) == (kwh * Decimal("0.62")).quantize(
+            fen, ROUND_HALF_UP
+        )
+        assert Decimal(repr(d["service_money_yuan"])) == (kwh * Decimal("0.8")).quantize(
+            fen, ROUND_HALF_UP
+        )
+    elec = sum((Decimal(repr(d["elec_money_yuan"])) for d in details), Decimal(0))
+    service = sum((Decimal(repr(d["service_money_yuan"])) for d in details), Decimal(0))
+    assert Decimal(repr(body["elec_money_yuan"])) == elec, body
+    assert Decimal(repr(body["total_money_yuan"])) == elec + service, body
 
 
 def test_chaos_kills_broker_restart_platform_errors(make_rig: Callable[..., Rig]) -> None:
