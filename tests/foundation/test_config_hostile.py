@@ -114,3 +114,16 @@ def test_shipped_example_secrets_are_refused(tmp_path: Path) -> None:
         "cec.sig_secret",
     }
     assert all("shipped example" in p for p in caught.value.problems)
+
+
+def test_plaintext_city_platform_is_warned() -> None:
+    public = BASE.replace("SECRETS", "/nonexistent").replace(
+        "[[can_buses]]", CEC.replace("https://x/", "http://platform.example.gov.cn/evcs/"), 1
+    )
+    warnings = config_warnings(parse_config(public))
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "uplinks.cec.base_url: http:// to platform.example.gov.cn"
+    )
+    local = public.replace("platform.example.gov.cn", "127.0.0.1:8080")
+    assert config_warnings(parse_config(local)) == []
+    assert config_warnings(parse_config(public.replace("http://", "https://"))) == []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from agent.config.section import Meta, OperatorId, Section
 from agent.uplink.cec.rules import config_problems
+from agent.uplink.plugin import is_loopback
 
 if TYPE_CHECKING:
     from agent.config.schema import Config
@@ -109,3 +111,15 @@ def cross_check(config: Config, cec: CecSection) -> list[str]:
     if twice:
         problems.append(f"uplinks.cec.interfaces: listed twice: {twice}")
     return problems
+
+
+def warnings(_config: Config, cec: CecSection) -> list[str]:
+    """Plaintext HTTP to a platform that is not on this machine."""
+    scheme, _, rest = cec.base_url.partition("://")
+    host = urlsplit(cec.base_url).hostname or rest.split("/", 1)[0]
+    if scheme != "http" or is_loopback(host):
+        return []
+    return [
+        f"uplinks.cec.base_url: http:// to {host} sends the bearer token in plaintext (the "
+        "Data is AES-encrypted, the token is not); a city platform should be https://"
+    ]

@@ -11,7 +11,7 @@ from agent.billing.tariff import Tariff, TariffBook
 from agent.config.section import Secret
 from agent.uplink.cec.check import check_platform
 from agent.uplink.cec.codec import CecSecrets
-from agent.uplink.cec.config import CecSection, cross_check
+from agent.uplink.cec.config import CecSection, cross_check, warnings
 from agent.uplink.cec.queries import TariffOf
 from agent.uplink.cec.reconcile import MARKS_FILE
 from agent.uplink.cec.server import ServeSettings
@@ -184,4 +184,5 @@ PLUGIN = UplinkPlugin(
     cross_check=cross_check,
     build=build,
     check=check,
+    warnings=warnings,
 )
