@@ -66,10 +66,12 @@ async def _rig(tmp_path: Path, baud: int, profile: str = "dlt645-2007") -> Async
     meter = SimDltMeter(PROFILES[profile], ADDRESS, power_w=7000.0, energy_import_kwh=1234.56)
     server = Dlt645SimServer([meter])
     await server.start_serial(pair.b, baud=baud)
+    rig = Rig(pair, server, meter)
     try:
-        yield Rig(pair, server, meter)
+        yield rig
     finally:
         await server.stop()
+        rig.pair.close()  # the pair a test plugged in again, if it did
         pair.close()
 
 
