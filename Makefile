@@ -34,7 +34,7 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/evgw demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP) system-deps

@@ -23,6 +23,19 @@ from tests.e2e.helpers import Rig, delivered_everywhere, ledger_records, run_cli
 from tests.ledger.damage import DAMAGE
 
 CASES = ("delete_wal", "truncate_half", "flip_old_record")
+"""Run by `make test`; the rest of the matrix runs in `make test-all` (about a minute each)."""
+NO_LOSS = {"garble_signature", "garble_keys"}
+"""Set aside without a recovery: nothing is lost, no new epoch."""
+MAY_BE_HARMLESS = {"truncate_one_page"}
+"""The page cut off may have a newer copy in the WAL."""
+NEEDS_CHECKPOINTED_PAGES = {"flip_middle_page", "flip_tail"}
+"""Damage to record pages of the main file: a live run of a few minutes keeps its rows in the
+WAL (no checkpoint yet), so these two run against the SIGKILLed writer in tests/ledger."""
+MATRIX = [
+    pytest.param(d, marks=() if d in CASES else pytest.mark.slow)
+    for d in sorted(DAMAGE)
+    if d not in NEEDS_CHECKPOINTED_PAGES
+]
 
 
 def plans(first: int) -> list[SessionPlan]:
@@ -73,7 +86,7 @@ def verify_cli(rig: Rig) -> str:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("damage", CASES)
+@pytest.mark.parametrize("damage", MATRIX)
 def test_live_agent_survives_ledger_damage(damage: str, make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(1)
     (cid,) = rig.connectors
@@ -94,15 +107,18 @@ def test_live_agent_survives_ledger_damage(damage: str, make_rig: Callable[..., 
     rig.station.play({cid: plans(20)})
     rig.station.wait(timeout_s=120)
     settle(rig)
-    if damage == "flip_old_record":  # found by the background check, rebuilt while running
-        rig.agent.wait_logged("ledger was damaged", timeout_s=60)
+    if damage not in NO_LOSS | MAY_BE_HARMLESS:  # at open, or by the background check
+        wait_until(
+            lambda: recoveries(ledger_records(rig.ledger_path)) >= 1, 90, "the damage declared"
+        )
         settle(rig)
     assert rig.agent.terminate() == 0
 
     records = ledger_records(rig.ledger_path)
     by_seq = {r["seq"]: r for r in records}
     lost = declared_lost(records)
-    assert recoveries(records) == 1
+    expected = recoveries(records) if damage in MAY_BE_HARMLESS else int(damage not in NO_LOSS)
+    assert recoveries(records) == expected
     for seq, digest in before.items():
         if seq in by_seq:
             assert by_seq[seq]["hash"] == digest, f"seq {seq} changed content"
@@ -119,7 +135,7 @@ def test_live_agent_survives_ledger_damage(damage: str, make_rig: Callable[..., 
         settle(rig)
         assert rig.agent.terminate() == 0
         again = ledger_records(rig.ledger_path)
-        assert recoveries(again) == 1
+        assert recoveries(again) == expected
         assert {r["seq"]: r["hash"] for r in again if r["seq"] in by_seq} == {
             s: r["hash"] for s, r in by_seq.items()
         }
