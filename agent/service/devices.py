@@ -294,30 +294,22 @@ class Devices:
         interval_s = {m.meter_id: m.poll_interval_s for m in self.config.meters}
         for poller in self.pollers:
             for meter_id in poller.meter_ids:
-                scheduler.add_job(
+                _every(
+                    scheduler,
                     self._poll,
-                    "interval",
-                    args=(poller, meter_id),
-                    seconds=interval_s[meter_id],
-                    next_run_time=datetime.datetime.now(datetime.UTC),
-                    id=f"poll-{meter_id}",
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=None,
+                    (poller, meter_id),
+                    interval_s[meter_id],
+                    f"poll-{meter_id}",
                 )
         module_interval_s = {m.module_id: m.poll_interval_s for m in self.config.input_modules}
         for di in self.input_pollers:
             for spec_id in di.module_ids:
-                scheduler.add_job(
+                _every(
+                    scheduler,
                     self._poll_inputs,
-                    "interval",
-                    args=(di, spec_id),
-                    seconds=module_interval_s[spec_id],
-                    next_run_time=datetime.datetime.now(datetime.UTC),
-                    id=f"inputs-{spec_id}",
-                    max_instances=1,
-                    coalesce=True,
-                    misfire_grace_time=None,
+                    (di, spec_id),
+                    module_interval_s[spec_id],
+                    f"inputs-{spec_id}",
                 )
         scheduler.start()
         try:
@@ -372,3 +364,24 @@ class Devices:
                 },
             }
         return {"meters": meters, "can_buses": buses}
+
+
+def _every(
+    scheduler: AsyncIOScheduler,
+    job: Callable[..., Any],
+    args: tuple[Any, ...],
+    seconds: float,
+    job_id: str,
+) -> None:
+    """A poll job: first run now, then every ``seconds``; never two at once, missed runs merged."""
+    scheduler.add_job(
+        job,
+        "interval",
+        args=args,
+        seconds=seconds,
+        next_run_time=datetime.datetime.now(datetime.UTC),
+        id=job_id,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+    )

@@ -125,12 +125,12 @@ class StatusServer:
             self.path.unlink()
 
 
-def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Ask a running service for its status (blocking; for the CLI)."""
+def _exchange(path: Path, line: bytes, timeout_s: float, expected: str) -> dict[str, Any]:
+    """Send one request line to a running service and decode its one JSON object."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         sock.connect(str(path))
-        sock.sendall(b"status\n")
+        sock.sendall(line)
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -141,25 +141,16 @@ def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
             f"the service at {path} answered nothing usable: see its log (journalctl -u evgw)"
         ) from None
     if not isinstance(reply, dict):
-        raise ValueError(f"the service at {path} answered {reply!r}, not a status object")
+        raise ValueError(f"the service at {path} answered {reply!r}, not {expected}")
     return reply
+
+
+def query_status(path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Ask a running service for its status (blocking; for the CLI)."""
+    return _exchange(path, b"status\n", timeout_s, "a status object")
 
 
 def ask(path: Path, verb: str, request: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
     """Send ``<verb> <request>`` to a running service and return its answer (for the CLI)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout_s)
-        sock.connect(str(path))
-        sock.sendall(verb.encode("ascii") + b" " + msgspec.json.encode(request) + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    try:
-        reply = msgspec.json.decode(b"".join(chunks))
-    except msgspec.DecodeError:
-        raise ValueError(
-            f"the service at {path} answered nothing usable: see its log (journalctl -u evgw)"
-        ) from None
-    if not isinstance(reply, dict):
-        raise ValueError(f"the service at {path} answered {reply!r}, not an object")
-    return reply
+    line = verb.encode("ascii") + b" " + msgspec.json.encode(request) + b"\n"
+    return _exchange(path, line, timeout_s, "an object")
