@@ -34,7 +34,8 @@ from agent.records.bodies import ConnectorStatusBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
 from agent.uplink.cec.codec import CecSecrets
 from agent.uplink.cec.uplink import CecSettings, CecUplink
-from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
+from agent.uplink.mqtt.settings import MqttSettings
+from agent.uplink.mqtt.uplink import MqttUplink
 from sim.platform import PlatformServer, PlatformSettings
 
 

@@ -25,7 +25,8 @@ from agent.ledger.chain import Checkpoint, checkpoint_signature_ok
 from agent.records.envelope import StoredRecord, iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.mqtt.commands import command_payload
-from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
+from agent.uplink.mqtt.settings import MqttSettings
+from agent.uplink.mqtt.uplink import MqttUplink
 from tests.conftest import Broker, free_port, make_broker
 from tests.uplink.conftest import STATION, Pki, bms_body, record, status_record
 

@@ -9,7 +9,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.commission.results import CheckResult, fail, ok
-from agent.uplink.mqtt.uplink import MqttSettings
+from agent.uplink.mqtt.settings import MqttSettings
 
 
 def check_broker(s: MqttSettings, timeout_s: float = 5.0) -> list[CheckResult]:

@@ -56,7 +56,7 @@ from agent.uplink.mqtt.replay_window import ReplayWindow
 
 if TYPE_CHECKING:
     from agent.ledger import Ledger
-    from agent.uplink.mqtt.uplink import MqttSettings
+    from agent.uplink.mqtt.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from agent.config.errors import ConfigError
 from agent.config.section import Secret
 from agent.uplink.mqtt.check import check_broker
 from agent.uplink.mqtt.config import MqttSection, cross_check, warnings
-from agent.uplink.mqtt.uplink import MqttSettings, MqttUplink
+from agent.uplink.mqtt.settings import MqttSettings
+from agent.uplink.mqtt.uplink import MqttUplink
 from agent.uplink.plugin import UplinkPlugin
 
 if TYPE_CHECKING:
