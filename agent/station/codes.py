@@ -3,8 +3,9 @@ status and fault bits raise which alarm, and the T/CEC ``StopReason`` derivation
 
 Alarm codes, types and meanings are the 2020-era Shenzhen DB4403/T 77 table
 (``shared/spec/tcec102.md`` §15.6); levels are the project defaults of §15.5 (confirm them with
-the platform at onboarding). Codes 9001–9099 are this project's energy-audit range: they go to
-the operator (MQTT) only, never to the city platform, which drops codes it does not know.
+the platform at onboarding). Codes 9001–9299 are this project's own (energy and billing audit,
+meter seals, site devices): platforms do not know them, so they never go out as ``AlarmInfo``
+codes; each group reaches the city platform by its configured carrier (docs/RECORDS.md).
 See ``docs/STATION.md`` for the technician's version of these tables.
 """
 
@@ -126,6 +127,14 @@ METER_ENERGY_DECREASED: Final = 9004
 METER_ALARM_FLAG: Final = 9005
 METER_ENERGY_JUMP: Final = 9006
 UNOBSERVED_ENERGY: Final = 9007
+BILLED_ENERGY_MISMATCH: Final = 9008
+BILLED_MONEY_MISMATCH: Final = 9009
+BILLED_MISSING: Final = 9010
+ORDER_NO_ENERGY_WITH_CURRENT: Final = 9011
+ORDER_SHORT_WITH_ENERGY: Final = 9012
+ORDER_DUPLICATE: Final = 9013
+ORDER_METER_SWAPPED: Final = 9014
+ORDER_ENERGY_ABOVE_POWER: Final = 9015
 
 _AUDIT: Final[dict[int, str]] = {
     ENERGY_METER_VS_CHARGER: "order energy: meter and charger (CSD) disagree beyond tolerance",
@@ -135,8 +144,50 @@ _AUDIT: Final[dict[int, str]] = {
     METER_ALARM_FLAG: "meter reports an alarm or tamper flag",
     METER_ENERGY_JUMP: "meter energy rose faster than the rated power allows",
     UNOBSERVED_ENERGY: "meter register moved while the gateway was down, no session explains it",
+    BILLED_ENERGY_MISMATCH: "billed energy differs from the metered order beyond tolerance",
+    BILLED_MONEY_MISMATCH: "billed amount differs from the gateway's own money beyond tolerance",
+    BILLED_MISSING: "no billed figure from the operator within the deadline",
+    ORDER_NO_ENERGY_WITH_CURRENT: "order with no metered energy while the BMS reported current",
+    ORDER_SHORT_WITH_ENERGY: "session shorter than the threshold but with energy",
+    ORDER_DUPLICATE: "two orders for one session",
+    ORDER_METER_SWAPPED: "the order's meter differs from the one at session start",
+    ORDER_ENERGY_ABOVE_POWER: "metered energy above what peak power x duration allows",
 }
 AUDIT_TYPE: Final = "energy_audit"
+
+#: project meter-seal codes (9101–9199): the meter's electronic seal and identity
+METER_COVER_OPENED: Final = 9101
+METER_TERMINAL_COVER_OPENED: Final = 9102
+METER_PROGRAMMED: Final = 9103
+METER_CLEARED: Final = 9104
+METER_CLOCK_SET: Final = 9105
+METER_POWER_DOWN: Final = 9106
+METER_REPLACED: Final = 9107
+METER_CLOCK_DRIFT: Final = 9108
+
+_SEAL: Final[dict[int, str]] = {
+    METER_COVER_OPENED: "meter cover opened (electronic seal)",
+    METER_TERMINAL_COVER_OPENED: "meter terminal cover opened (electronic seal)",
+    METER_PROGRAMMED: "meter programmed",
+    METER_CLEARED: "meter cleared (energy or events reset)",
+    METER_CLOCK_SET: "meter clock set",
+    METER_POWER_DOWN: "meter power-down counted",
+    METER_REPLACED: "meter identity changed (replaced or reprogrammed)",
+    METER_CLOCK_DRIFT: "meter clock drifts from the gateway's beyond the threshold",
+}
+SEAL_TYPE: Final = "meter_seal"
+
+#: project site-device codes (9201–9299): the station's own input sources
+INPUT_SOURCE_FAULT: Final = 9201
+
+_SITE: Final[dict[int, str]] = {
+    INPUT_SOURCE_FAULT: "digital-input source not answering (its inputs keep their last state)",
+}
+SITE_TYPE: Final = "site_device"
+
+PROJECT_TYPES: Final = (AUDIT_TYPE, SEAL_TYPE, SITE_TYPE)
+"""The groups of project codes (9001–9299), which platforms do not know: each group has its
+own T/CEC carrier (``[uplinks.cec] project_alarms``)."""
 
 
 def _level(code: int) -> int:
@@ -154,6 +205,8 @@ def _type(code: int) -> int:
 ALARM_CODES: Final[dict[int, AlarmCode]] = {
     **{c: AlarmCode(c, _type(c), _level(c), m) for c, m in _MEANINGS.items()},
     **{c: AlarmCode(c, AUDIT_TYPE, 2, m) for c, m in _AUDIT.items()},
+    **{c: AlarmCode(c, SEAL_TYPE, 3 if c == METER_POWER_DOWN else 2, m) for c, m in _SEAL.items()},
+    **{c: AlarmCode(c, SITE_TYPE, 2, m) for c, m in _SITE.items()},
 }
 """Every alarm code the station model can raise."""
 
