@@ -93,10 +93,12 @@ _MEANINGS: Final[dict[int, str]] = {
 #: the codes the gateway raises, by name (code numbers appear nowhere else in the station model)
 EMERGENCY_STOP: Final = 2
 METER_COMMUNICATION: Final = 3
+SMOKE_CHARGER: Final = 9
 CONTROL_PILOT: Final = 16
 CHARGER_OVER_TEMP: Final = 17
 GUN_OVER_TEMP: Final = 18
 VOLTAGE_MISMATCH: Final = 25
+SERVICE_DOOR_OPEN: Final = 26
 VEHICLE_CONNECTOR_FAULT: Final = 28
 VEHICLE_HV_RELAY: Final = 29
 BMS_TIMEOUT: Final = 101
@@ -115,6 +117,10 @@ BMS_COMPONENT_OVER_TEMP: Final = 116
 BATTERY_OVER_TEMP: Final = 120
 BATTERY_INSULATION: Final = 121
 CHARGE_OVER_CURRENT: Final = 122
+GRID_OVER_VOLTAGE: Final = 201
+OVERLOAD: Final = 202
+SWITCH_TRIPPED: Final = 203
+SMOKE_ROOM: Final = 206
 
 _LEVEL_1: Final = {2, 4, 6, 7, 9, 18, 102, 104, 107, 112, 117, 120, 121, 201, 204, 206}
 _LEVEL_3: Final = {3, 27, 30, 101, 103, 108, 109, 110}
@@ -164,6 +170,7 @@ METER_CLOCK_SET: Final = 9105
 METER_POWER_DOWN: Final = 9106
 METER_REPLACED: Final = 9107
 METER_CLOCK_DRIFT: Final = 9108
+SEAL_SWITCH_OPENED: Final = 9109
 
 _SEAL: Final[dict[int, str]] = {
     METER_COVER_OPENED: "meter cover opened (electronic seal)",
@@ -174,14 +181,17 @@ _SEAL: Final[dict[int, str]] = {
     METER_POWER_DOWN: "meter power-down counted",
     METER_REPLACED: "meter identity changed (replaced or reprogrammed)",
     METER_CLOCK_DRIFT: "meter clock drifts from the gateway's beyond the threshold",
+    SEAL_SWITCH_OPENED: "seal switch opened (site input on a sealed cabinet or meter box)",
 }
 SEAL_TYPE: Final = "meter_seal"
 
 #: project site-device codes (9201–9299): the station's own input sources
 INPUT_SOURCE_FAULT: Final = 9201
+FLOOD: Final = 9202
 
 _SITE: Final[dict[int, str]] = {
     INPUT_SOURCE_FAULT: "digital-input source not answering (its inputs keep their last state)",
+    FLOOD: "flood sensor active (site input)",
 }
 SITE_TYPE: Final = "site_device"
 
