@@ -31,6 +31,25 @@ ALL_CEC_INTERFACES: tuple[str, ...] = CecInterface.__args__  # type: ignore[attr
 RETRIED_CODES: Final = frozenset({0, -1, 500, 4001, 4002})
 """``Ret`` codes with their own handling, never a reason to park (spec §10.1)."""
 
+ProjectGroup = Literal["energy_audit", "meter_seal", "site_device"]
+"""The groups of the project's own alarm codes 9001–9299 (``agent.station.codes``
+``PROJECT_TYPES``, which an uplink may not import; a test keeps the two equal)."""
+Carrier = Literal["event", "alarm", "off"]
+PROJECT_GROUPS: tuple[str, ...] = ProjectGroup.__args__  # type: ignore[attr-defined]
+DEFAULT_CARRIERS: Final[dict[str, str]] = {
+    "energy_audit": "event",
+    "meter_seal": "event",
+    "site_device": "off",
+}
+"""How each group reaches the city platform unless configured (docs/RECORDS.md)."""
+STATION_SERVICE_FAULT: Final = 7002
+"""The default ``EventCode`` of the ``event`` carrier (spec §15.7)."""
+PLATFORM_ALARM_CODES: Final = (
+    frozenset(range(1, 32)) | frozenset(range(101, 123)) | frozenset(range(201, 207))
+)
+"""The Shenzhen ``AlarmCode`` table (spec §15.6): what the ``alarm`` carrier may send."""
+CARRIERS: tuple[str, ...] = Carrier.__args__  # type: ignore[attr-defined]
+
 
 class CecSection(Section, kw_only=True):
     enabled: bool = True
@@ -81,6 +100,14 @@ class CecSection(Section, kw_only=True):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    project_alarms: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_CARRIERS))
+    """Group of project alarm codes → T/CEC carrier: ``event`` (EventInfo), ``alarm``
+    (AlarmInfo with ``project_alarm_codes``), ``off`` (operator only); a group left out keeps
+    its default."""
+    project_event_codes: dict[str, int] = msgspec.field(default_factory=dict)
+    """``EventCode`` of the ``event`` carrier per group (default 7002 station service fault)."""
+    project_alarm_codes: dict[str, int] = msgspec.field(default_factory=dict)
+    """Shenzhen ``AlarmCode`` of the ``alarm`` carrier per group (required for it)."""
 
 
 def cross_check(config: Config, cec: CecSection) -> list[str]:
@@ -110,6 +137,64 @@ def cross_check(config: Config, cec: CecSection) -> list[str]:
     twice = sorted(name for name, n in Counter(cec.interfaces).items() if n > 1)
     if twice:
         problems.append(f"uplinks.cec.interfaces: listed twice: {twice}")
+    return problems + _carrier_problems(cec)
+
+
+def carriers_of(cec: CecSection) -> dict[str, str]:
+    """Every group's carrier: the configured one, else its default."""
+    return {**DEFAULT_CARRIERS, **cec.project_alarms}
+
+
+def _unknown_groups(cec: CecSection) -> list[str]:
+    problems = []
+    for name, table in (
+        ("project_alarms", cec.project_alarms),
+        ("project_event_codes", cec.project_event_codes),
+        ("project_alarm_codes", cec.project_alarm_codes),
+    ):
+        for group in sorted(set(table) - set(PROJECT_GROUPS)):
+            problems.append(
+                f"uplinks.cec.{name}.{group}: unknown group of project alarm codes; "
+                f"known: {', '.join(PROJECT_GROUPS)}"
+            )
+    for group, carrier in sorted(cec.project_alarms.items()):
+        if carrier not in CARRIERS:
+            problems.append(
+                f"uplinks.cec.project_alarms.{group}: expected one of "
+                f"{', '.join(repr(c) for c in CARRIERS)}, found {carrier!r}"
+            )
+    for group, code in sorted(cec.project_event_codes.items()):
+        if not 6001 <= code <= 7999:
+            problems.append(
+                f"uplinks.cec.project_event_codes.{group}: expected a T/CEC EventCode of type 6 "
+                f"'other' (6001-7999, e.g. 7002 station service fault), found {code}"
+            )
+    return problems
+
+
+def _carrier_problems(cec: CecSection) -> list[str]:
+    problems = _unknown_groups(cec)
+    if problems:
+        return problems
+    carriers = carriers_of(cec)
+    for group, code in sorted(cec.project_alarm_codes.items()):
+        key = f"uplinks.cec.project_alarm_codes.{group}"
+        if code not in PLATFORM_ALARM_CODES:
+            problems.append(f"{key}: {code} is not a Shenzhen AlarmCode (1-31, 101-122, 201-206)")
+        if carriers[group] != "alarm":
+            problems.append(f'{key}: read only when project_alarms.{group} = "alarm"')
+    for group, _code in sorted(cec.project_event_codes.items()):
+        if carriers[group] != "event":
+            problems.append(
+                f"uplinks.cec.project_event_codes.{group}: read only when "
+                f'project_alarms.{group} = "event"'
+            )
+    for group in sorted(g for g, c in carriers.items() if c == "alarm"):
+        if group not in cec.project_alarm_codes:
+            problems.append(
+                f"uplinks.cec.project_alarm_codes.{group}: required with "
+                f'project_alarms.{group} = "alarm" (the Shenzhen AlarmCode to send)'
+            )
     return problems
 
 

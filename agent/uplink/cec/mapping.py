@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from agent.records.bodies import (
     AlarmBody,
@@ -51,6 +51,22 @@ ALL_INTERFACES: Final = frozenset((*INTERFACE_BY_KIND.values(), CHARGE_STATUS, C
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectCarrier:
+    """How one group of the project's own alarm codes (9001–9299) reaches the platform."""
+
+    kind: Literal["event", "alarm"]
+    code: int
+    """The ``EventCode`` (type 6 "other") or the Shenzhen ``AlarmCode`` sent in its place."""
+
+
+DEFAULT_PROJECT_CARRIERS: Final = {
+    "energy_audit": ProjectCarrier("event", 7002),
+    "meter_seal": ProjectCarrier("event", 7002),
+}
+"""The ``[uplinks.cec] project_alarms`` defaults: a group not named here stays off."""
+
+
+@dataclass(frozen=True, slots=True)
 class MappingContext:
     """What the objects need beyond the record: the gateway's identity on the platform."""
 
@@ -59,6 +75,10 @@ class MappingContext:
     station_name: str
     integer_status_values: bool = True
     """Shenzhen declares ConnectorStatusInfo currents/voltages int: send rounded integers."""
+    project_carriers: dict[str, ProjectCarrier] = field(
+        default_factory=lambda: dict(DEFAULT_PROJECT_CARRIERS)
+    )
+    """Alarm ``type`` of a project code group → its carrier; a group not here stays off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +215,52 @@ def alarm_info(record: StoredRecord, body: AlarmBody, ctx: MappingContext) -> di
     if body.bms is not None:
         info["BmsInfo"] = bms_info(body.bms, record.connector_id or "")
     return info
+
+
+def _platform_alarm_type(code: int) -> int:
+    return 1 if code < 100 else 2 if code < 200 else 3
+
+
+def project_alarm(
+    record: StoredRecord, body: AlarmBody, ctx: MappingContext
+) -> tuple[str, dict[str, Any]] | None:
+    """The interface and object that carry a project alarm code (9001–9299) to the platform,
+    or None for a group whose carrier is off or an alarm that is no project code.
+
+    ``NoteString`` keeps what the platform's codes cannot say: the project code, its edge,
+    meaning and figures (``9008 raised: billed energy differs …: metered … billed …``).
+    """
+    carrier = ctx.project_carriers.get(body.type) if isinstance(body.type, str) else None
+    if carrier is None or not isinstance(body.code, int):
+        return None
+    note = f"{body.code} {body.status}: {body.message}"[:255]
+    if carrier.kind == "event":
+        event = {
+            "StationID": record.station_id,
+            "OperatorID": ctx.operator_id,
+            "EquipmentOwnerID": ctx.equipment_owner_id,
+            "StationName": ctx.station_name,
+            "EventType": 6,
+            "EventCode": carrier.code,
+            "EventTime": cst_datetime(record.ts),
+            "NoteString": note,
+        }
+        return EVENT_INFO, {"EventInfos": [event]}
+    info = {
+        "StationID": record.station_id,
+        "OperatorID": ctx.operator_id,
+        "EquipmentOwnerID": ctx.equipment_owner_id,
+        "StationName": ctx.station_name,
+        "EquipmentID": record.equipment_id or "",
+        "ConnectorID": record.connector_id or "",
+        "AlarmStatus": 1 if body.status == "raised" else 0,
+        "AlarmCode": carrier.code,
+        "AlarmType": _platform_alarm_type(carrier.code),
+        "AlarmLevel": body.level if isinstance(body.level, int) else 2,
+        "AlarmTime": cst_datetime(record.ts),
+        "NoteString": note,
+    }
+    return ALARM_INFO, {"AlarmInfos": [info]}
 
 
 def charge_order_info(
@@ -351,7 +417,10 @@ def notification_for(record: StoredRecord, ctx: MappingContext) -> Notification 
         }
     elif isinstance(body, AlarmBody):
         if not body.for_platform:
-            return None
+            carried = project_alarm(record, body, ctx)
+            if carried is None:
+                return None
+            return Notification(carried[0], carried[1], _lane(record), record.id)
         data = {"AlarmInfos": [alarm_info(record, body, ctx)]}
     elif isinstance(body, ChargeOrderBody):
         data = charge_order_info(record, body, ctx)

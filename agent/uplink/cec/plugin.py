@@ -15,6 +15,7 @@ from agent.uplink.cec.config import CecSection, cross_check, warnings
 from agent.uplink.cec.queries import TariffOf
 from agent.uplink.cec.reconcile import MARKS_FILE
 from agent.uplink.cec.server import ServeSettings
+from agent.uplink.cec.settings import project_carriers
 from agent.uplink.cec.uplink import CecSettings, CecUplink
 from agent.uplink.plugin import UplinkPlugin
 
@@ -117,6 +118,7 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         ca_file=_path(c.ca_file),
         client_cert=_path(c.cert_file),
         client_key=_path(c.key_file),
+        project_carriers=project_carriers(c),
     )
 
 

@@ -26,12 +26,15 @@ from agent.records.bodies import (
 from agent.records.envelope import StoredRecord, parse_iso_ts
 from agent.uplink.cec.codec import CHINA_TZ
 from agent.uplink.cec.mapping import (
+    ALARM_INFO,
+    EVENT_INFO,
     MappingContext,
     alarm_info,
     bms_info,
     connector_status_info,
     dec,
     event_info,
+    project_alarm,
     station_info,
 )
 from agent.uplink.cec.reconcile import seq_at
@@ -165,21 +168,34 @@ class Queries:
         for record in edges:
             body = decode_body("alarm", record.body)
             key = (record.connector_id, body.code)
-            if not isinstance(body, AlarmBody) or not body.for_platform or key in seen:
+            if not isinstance(body, AlarmBody) or key in seen:
+                continue
+            if body.for_platform:
+                info = alarm_info(record, body, self._ctx)
+            elif (carried := project_alarm(record, body, self._ctx)) and carried[0] == ALARM_INFO:
+                info = carried[1]["AlarmInfos"][0]
+            else:
                 continue
             seen.add(key)
             if body.status == "raised" and equipment in (None, "", record.equipment_id):
-                raised.append(alarm_info(record, body, self._ctx))
+                raised.append(info)
         return {"AlarmInfos": raised[::-1]}
 
     async def event_info(self, data: dict[str, Any]) -> dict[str, Any]:
         self._station(data)
         _start, _end, records = await self._window(data, "event", "%Y-%m-%d %H:%M:%S")
+        _start, _end, alarms = await self._window(data, "alarm", "%Y-%m-%d %H:%M:%S")
         infos = []
-        for record in records:
-            body = decode_body("event", record.body)
+        for record in sorted((*records, *alarms), key=lambda r: r.seq):
+            body = decode_body(record.kind, record.body)
             if isinstance(body, EventBody) and (info := event_info(record, body, self._ctx)):
                 infos.append(info)
+            elif (
+                isinstance(body, AlarmBody)
+                and (carried := project_alarm(record, body, self._ctx))
+                and carried[0] == EVENT_INFO
+            ):
+                infos += carried[1]["EventInfos"]
         return {"EventInfos": infos}
 
     async def _daily(self, data: dict[str, Any]) -> tuple[str, str, dict[str, dict[str, Any]]]:

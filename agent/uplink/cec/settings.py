@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config.section import default_of
 from agent.uplink.cec.codec import CecSecrets
-from agent.uplink.cec.config import CecSection
-from agent.uplink.cec.mapping import ALL_INTERFACES
+from agent.uplink.cec.config import STATION_SERVICE_FAULT, CecSection, carriers_of
+from agent.uplink.cec.mapping import ALL_INTERFACES, DEFAULT_PROJECT_CARRIERS, ProjectCarrier
 from agent.uplink.cec.token import FAILURE_BACKOFF_S
 
 
@@ -67,6 +67,10 @@ class CecSettings:
     client_cert: Path | None = None
     client_key: Path | None = None
     uplink_name: str = "cec"
+    project_carriers: dict[str, ProjectCarrier] = field(
+        default_factory=lambda: dict(DEFAULT_PROJECT_CARRIERS)
+    )
+    """How each group of project alarm codes reaches the platform (``project_alarms``)."""
 
     def __post_init__(self) -> None:
         if len(self.operator_id) != 9:
@@ -80,3 +84,16 @@ class CecSettings:
     def secrets(self) -> CecSecrets:
         iv = self.data_secret if self.key_as_iv else self.data_iv
         return CecSecrets(self.data_secret, iv, self.sig_secret)
+
+
+def project_carriers(cec: CecSection) -> dict[str, ProjectCarrier]:
+    """``project_alarms`` with its codes, as the mapping uses them (``off`` groups left out)."""
+    out = {}
+    for group, kind in carriers_of(cec).items():
+        if kind == "event":
+            out[group] = ProjectCarrier(
+                "event", cec.project_event_codes.get(group, STATION_SERVICE_FAULT)
+            )
+        elif kind == "alarm":
+            out[group] = ProjectCarrier("alarm", cec.project_alarm_codes[group])
+    return out

@@ -96,6 +96,7 @@ class CecUplink:
             equipment_owner_id=settings.equipment_owner_id or settings.operator_id,
             station_name=settings.station_name,
             integer_status_values=settings.integer_status_values,
+            project_carriers=settings.project_carriers,
         )
         self.client = CecClient(settings, self.stats, clock)
         self.tokens = TokenManager(
