@@ -91,14 +91,16 @@ class BmsProcessBody(_Body, frozen=True, kw_only=True):
     min_temp_probe_no: int | None = None
     charger_output_voltage_v: float
     charger_output_current_a: float
-    max_allowed_charge_current_a: float
-    max_allowed_cell_voltage_v: float
-    max_allowed_temp_c: int
-    bms_protocol_version: str
-    """E.g. ``V1.1``."""
+    max_allowed_charge_current_a: float | None
+    """The limits (BCP) and the identification (BRM) are sent once, before charging: None
+    when the gateway joined the session later and never saw them (never a made-up 0)."""
+    max_allowed_cell_voltage_v: float | None
+    max_allowed_temp_c: int | None
+    bms_protocol_version: str | None
+    """E.g. ``V1.1``; None when BRM was not seen."""
     battery_type: int | None = None
     """GB/T 27930 BRM battery type code (1 lead-acid … 3 LFP …)."""
-    rated_capacity_ah: float
+    rated_capacity_ah: float | None
     vin: str | None = None
     bms_code: str | None = None
     """BMS identifier if known; the mapping falls back to VIN, then connector + session."""

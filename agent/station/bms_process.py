@@ -2,8 +2,8 @@
 
 A sample is complete once BCS (SOC, measured voltage/current) and BSM (temperatures) have
 arrived; until then :func:`bms_body` returns None. Currents are reported as positive charging
-currents. Limits the vehicle never sent (a session the gateway joined after BRM/BCP) are 0,
-and the protocol version is ``unknown``.
+currents. What the vehicle never sent to the gateway (limits and identification of a session
+it joined after BRM/BCP) is None, never a made-up value; the uplinks say how they carry it.
 """
 
 from __future__ import annotations
@@ -64,20 +64,16 @@ def bms_body(s: Session, sample: ChargingSample, status: Status) -> BmsProcessBo
             0.0 if sample.charger_voltage_v is None else sample.charger_voltage_v
         ),
         charger_output_current_a=_abs(sample.charger_current_a),
-        max_allowed_charge_current_a=_abs(None if bcp is None else bcp.max_charge_current_a),
-        max_allowed_cell_voltage_v=(
-            0.0
-            if bcp is None or bcp.max_cell_charge_voltage_v is None
-            else bcp.max_cell_charge_voltage_v
+        max_allowed_charge_current_a=(
+            None
+            if bcp is None or bcp.max_charge_current_a is None
+            else round(abs(bcp.max_charge_current_a), 1)
         ),
-        max_allowed_temp_c=0
-        if bcp is None or bcp.max_temperature_c is None
-        else bcp.max_temperature_c,
-        bms_protocol_version=f"V{version}" if version else "unknown",
+        max_allowed_cell_voltage_v=None if bcp is None else bcp.max_cell_charge_voltage_v,
+        max_allowed_temp_c=None if bcp is None else bcp.max_temperature_c,
+        bms_protocol_version=f"V{version}" if version else None,
         battery_type=None if brm is None else brm.battery_type_code,
-        rated_capacity_ah=0.0
-        if brm is None or brm.rated_capacity_ah is None
-        else brm.rated_capacity_ah,
+        rated_capacity_ah=None if brm is None else brm.rated_capacity_ah,
         vin=s.vin,
         bms_code=bms_code(s),
         elapsed_minutes=(

@@ -6,6 +6,7 @@ import asyncio
 import json
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from agent.records.envelope import Record, StoredRecord
@@ -24,9 +25,11 @@ from tests.uplink.conftest import (
     OPERATOR_ID,
     FakeClock,
     alarm_record,
+    bms_body,
     event_record,
     identity_record,
     order_record,
+    record,
     status_record,
 )
 
@@ -68,10 +71,9 @@ def test_spellings_and_shapes() -> None:
     assert alarm is not None
     bms = alarm.data["AlarmInfos"][0]["BmsInfo"]
     assert bms["TatalVoltage"] == Decimal("398.5") and bms["TotalCurrent"] == Decimal("99.0")
-    assert (
-        bms["VoltageL"] == bms["VoltageH"] == Decimal("3.46")
-        and bms["BMSCode"] == "LSVAU2180N2183294"
-    )
+    assert bms["VoltageH"] == Decimal("3.46") and bms["BMSCode"] == "LSVAU2180N2183294"
+    # no per-cell voltages (BMV) in this sample: VoltageL is unknown, never VoltageH copied
+    assert bms["VoltageL"] == 0 and bms["UnknownFields"] == ["VoltageL"]
     status = notification_for(stored(status_record()), CTX)
     assert (
         status is not None and status.data["ConnectorStatusInfo"]["CurrentA"] == 100
@@ -139,3 +141,30 @@ def test_refresh_margin_from_the_config() -> None:
     short = Token("t", issued_at=0.0, lifetime_s=600.0)
     assert not short.needs_refresh(299, margin_s=3600)  # never more than half the lifetime
     assert short.needs_refresh(301, margin_s=3600)
+
+
+def test_late_joined_session_invents_nothing() -> None:
+    """The gateway joined after BRM/BCP: the limits and version are unknown. The wire object
+    stays complete (all BmsInfo members are required) with neutral values, every one of them
+    named in UnknownFields, and the receiver's schema still accepts it."""
+    body = msgspec.structs.replace(
+        bms_body(),
+        max_allowed_charge_current_a=None,
+        max_allowed_cell_voltage_v=None,
+        max_allowed_temp_c=None,
+        bms_protocol_version=None,
+        rated_capacity_ah=None,
+        min_cell_voltage_v=3.31,
+    )
+    note = notification_for(stored(record("bms_process", body)), CTX)
+    assert note is not None
+    info = note.data["BmsInfo"]
+    assert info["UnknownFields"] == [
+        "BMSVer", "MaxChargeCurrent", "MaxChargeCellVoltage", "MaxTemp", "RatedCapacity",
+    ]  # fmt: skip
+    assert (info["MaxChargeCurrent"], info["MaxTemp"], info["RatedCapacity"]) == (0, 0, 0)
+    assert info["BMSVer"] == "unknown" and info["VoltageL"] == Decimal("3.31")
+    wire = json.loads(encode_business(note.data), parse_float=Decimal)
+    assert validate(wire, SCHEMAS[note.interface]) is None
+    known = notification_for(stored(record("bms_process", bms_body())), CTX)
+    assert known is not None and known.data["BmsInfo"]["MaxChargeCurrent"] == Decimal("250.0")

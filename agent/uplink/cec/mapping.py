@@ -165,9 +165,11 @@ def connector_status_info(
 def bms_info(body: BmsProcessBody, connector_id: str) -> dict[str, Any]:
     """The Shenzhen ``BmsInfo`` object (all members required).
 
-    ``VoltageL``: when the vehicle sends no per-cell voltages (no BMV) the lowest cell voltage
-    is unknown; the highest cell voltage is sent in its place (spec §20, agree with the
-    platform at onboarding).
+    Nothing is invented: a member the gateway does not know (the vehicle's limits and
+    identification when it joined the session after BRM/BCP; ``VoltageL`` when the vehicle
+    sends no per-cell voltages, spec §20) carries the spec's neutral value — 0, or
+    ``unknown`` for ``BMSVer`` — and is named in the project member ``UnknownFields``, which
+    platforms ignore as an extra member (docs/RECORDS.md, "values the gateway cannot know").
     """
     if body.bms_code:
         code = body.bms_code
@@ -176,24 +178,41 @@ def bms_info(body: BmsProcessBody, connector_id: str) -> dict[str, Any]:
     else:
         start = body.session_start_ts or body.session_id
         code = f"{connector_id}-{start}"
-    low = (
-        body.min_cell_voltage_v if body.min_cell_voltage_v is not None else body.max_cell_voltage_v
-    )
-    return {
-        "BMSCode": code[:50],
-        "BMSVer": body.bms_protocol_version[:50],
-        "MaxChargeCurrent": dec(body.max_allowed_charge_current_a, 1),
-        "MaxChargeCellVoltage": dec(body.max_allowed_cell_voltage_v, 2),
+    known: dict[str, float | int | str | None] = {
+        "BMSVer": None if body.bms_protocol_version is None else body.bms_protocol_version[:50],
+        "MaxChargeCurrent": _maybe_dec(body.max_allowed_charge_current_a, 1),
+        "MaxChargeCellVoltage": _maybe_dec(body.max_allowed_cell_voltage_v, 2),
         "MaxTemp": body.max_allowed_temp_c,
-        "RatedCapacity": int(dec(body.rated_capacity_ah, 0)),
+        "RatedCapacity": (
+            None if body.rated_capacity_ah is None else int(dec(body.rated_capacity_ah, 0))
+        ),
+        "VoltageL": _maybe_dec(body.min_cell_voltage_v, 2),
+    }
+    unknown = [name for name, value in known.items() if value is None]
+    placeholder = {name: "unknown" if name == "BMSVer" else 0 for name in unknown}
+    info: dict[str, Any] = {
+        "BMSCode": code[:50],
+        "BMSVer": known["BMSVer"],
+        "MaxChargeCurrent": known["MaxChargeCurrent"],
+        "MaxChargeCellVoltage": known["MaxChargeCellVoltage"],
+        "MaxTemp": known["MaxTemp"],
+        "RatedCapacity": known["RatedCapacity"],
         "TatalVoltage": dec(body.measured_voltage_v, 1),
         "TotalCurrent": dec(abs(body.measured_current_a), 1),
         "Soc": body.soc_pct,
         "VoltageH": dec(body.max_cell_voltage_v, 2),
-        "VoltageL": dec(low, 2),
+        "VoltageL": known["VoltageL"],
         "TemptureH": body.max_temp_c,
         "TemptureL": body.min_temp_c,
+        **placeholder,
     }
+    if unknown:
+        info["UnknownFields"] = unknown
+    return info
+
+
+def _maybe_dec(value: float | None, places: int) -> Decimal | None:
+    return None if value is None else dec(value, places)
 
 
 def alarm_info(record: StoredRecord, body: AlarmBody, ctx: MappingContext) -> dict[str, Any]:
