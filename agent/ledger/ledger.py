@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from agent.ledger import live, notices, opening, reader, recovery
+from agent.ledger import live, notices, opening, parked, reader, recovery
 from agent.ledger.batch import INSERT_CHECKPOINT, Limits, Row
 from agent.ledger.chain import (
     GENESIS,
@@ -409,12 +409,20 @@ class Ledger:
     async def park(self, uplink: str, seq: int, reason: str) -> None:
         """Skip record ``seq`` for ``uplink`` from now on (permanent delivery failure)."""
         await self.register_uplink(uplink)
-        ts = iso_ts(time.time())
-        await self._run_op(
-            lambda conn: conn.execute(
-                "INSERT OR IGNORE INTO parked VALUES (?, ?, ?, ?)", (uplink, seq, reason, ts)
-            )
-        )
+        row = (uplink, seq, reason, iso_ts(time.time()))
+        await self._run_op(lambda conn: conn.execute(parked.PARK_SQL, row))
+
+    async def parked(self, uplink: str, limit: int) -> list[parked.ParkedRecord]:
+        """The records parked for ``uplink``, by seq (at most ``limit``)."""
+        return await self._read(parked.rows, uplink, limit)
+
+    async def parked_count(self, uplink: str) -> int:
+        return await self._read(parked.count, uplink)
+
+    async def unpark(self, uplink: str, seqs: list[int]) -> int:
+        """Release ``seqs`` for ``uplink`` (durably, in the next group commit); how many were
+        parked."""
+        return await self._run_op(lambda conn: parked.release(conn, uplink, seqs))
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._reads.run(fn, *args)

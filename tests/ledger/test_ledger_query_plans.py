@@ -1,6 +1,7 @@
 """Every query the ledger runs while the service runs is indexed (issue 15 §7).
 
-A realistic workload — appends of every kind, checkpoints, cursors, parks, batch reads with
+A realistic workload — appends of every kind, checkpoints, cursors, parks (listed, counted,
+released), batch reads with
 and without kinds, read-ahead, backlog, the station's start-up lookups, retention under a
 small cap, a key rotation, a reopen and the background integrity check — runs with every
 SQLite connection traced. Each distinct query is then explained (``EXPLAIN QUERY PLAN``) on a
@@ -58,6 +59,13 @@ async def workload(path: Path) -> None:
     await ledger.read_batch("cec", 100, kinds={"charge_order", "alarm"})
     await ledger.read_after(ledger.last_seq - 50, 100, uplink="mqtt")
     await ledger.backlog("cec")
+    for seq in (ledger.last_seq - 2, ledger.last_seq - 1):
+        await ledger.park("cec", seq, "4004 refused")
+    parked = await ledger.parked("cec", 10)
+    held = await ledger.parked_count("cec")
+    assert len(parked) == held >= 2 and parked[-1].reason == "4004 refused"
+    assert await ledger.unpark("cec", [p.seq for p in parked[-2:]] + [1]) == 2
+    assert await ledger.parked_count("cec") == held - 2
     await ledger.find("connector_status", session_id="S17", limit=10)
     await ledger.find("charge_order", limit=10, newest_first=True)
     await ledger.find("charge_order", connector_id="1", limit=5)

@@ -4,16 +4,13 @@ durable done-markers, orders found by bounded indexed reads, disputes kept."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from agent.ledger import Ledger
 from agent.records.bodies import decode_body
 from agent.records.envelope import Record
-from agent.uplink.cec import parking
 from agent.uplink.cec.reconcile import MARKS_FILE, orders_ended_between, seq_at
 from sim.platform import PlatformServer
-from tests.ledger.test_ledger_query_plans import scans
 from tests.uplink.conftest import T0, FakeClock, order_record, status_record
 from tests.uplink.test_cec_uplink import make_uplink
 
@@ -121,25 +118,3 @@ async def test_disputes_are_kept_in_an_event(
     assert done.details["day"] == "2025-01-01" and done.details["disputed"] == 1
     assert done.details["disputes"][0]["DisputeReason"] == 1
     assert done.details["disputes"][0]["TotalPower"] == "30.13"
-
-
-async def test_the_parking_queries_are_indexed(ledger: Ledger) -> None:
-    """The uplink's own queries (the ledger's are in tests/ledger/test_ledger_query_plans.py;
-    reconciliation reads only through them) search, never scan."""
-    for n in range(50):
-        ledger.append_nowait(status_record(offset_s=n))
-    await ledger.park("cec", 3, "4004")
-    await ledger.flush()
-    assert [row["seq"] for row in await parking.parked(ledger, "cec")] == [3]
-    assert await parking.parked_count(ledger, "cec") == 1
-    conn = sqlite3.connect(ledger.path)
-    try:
-        for sql in (
-            parking.LIST_SQL.replace("?", "'cec'", 1).replace("?", "10"),
-            parking.COUNT_SQL.replace("?", "'cec'"),
-            parking.RELEASE_SQL.format(marks="3,4").replace("?", "'cec'"),
-        ):
-            assert scans(conn, sql) == [], sql
-    finally:
-        conn.close()
-    assert await parking.release(ledger, "cec", [3, 4]) == 1

@@ -1,19 +1,10 @@
-"""Parked records: listing, releasing and what a resend request selects.
-
-The ``parked`` table belongs to the ledger (``agent/ledger/store.py``); the ledger has no API
-for listing or releasing its rows yet, so these queries take its connections — the reader's
-for the list (served by the table's ``(uplink, seq)`` primary key), the writer's, inside a
-group commit, for a release — and run through the ledger's own threads.
-"""
+"""What a resend request selects (``evgw uplink resend``). The parked records themselves are
+the ledger's (:meth:`agent.ledger.Ledger.parked`, ``unpark``)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from agent.ledger import Ledger
+from typing import Any, Final
 
 MAX_RESEND: Final = 10_000
 """The most records one resend request may select."""
@@ -61,46 +52,3 @@ class ResendRequest:
         if last - first + 1 > MAX_RESEND:
             raise ValueError(f"{last - first + 1} records selected; at most {MAX_RESEND} at once")
         return first, last
-
-
-LIST_SQL: Final = (
-    "SELECT p.seq, p.reason, p.ts, r.kind FROM parked p LEFT JOIN records r USING (seq) "
-    "WHERE p.uplink = ? ORDER BY p.seq LIMIT ?"
-)
-COUNT_SQL: Final = "SELECT count(*) FROM parked WHERE uplink = ?"
-RELEASE_SQL: Final = "DELETE FROM parked WHERE uplink = ? AND seq IN ({marks})"
-
-
-def _parked_rows(
-    conn: sqlite3.Connection, uplink: str, limit: int
-) -> list[tuple[int, str, str, str | None]]:
-    return conn.execute(LIST_SQL, (uplink, limit)).fetchall()
-
-
-def _parked_count(conn: sqlite3.Connection, uplink: str) -> int:
-    return int(conn.execute(COUNT_SQL, (uplink,)).fetchone()[0])
-
-
-async def parked(ledger: Ledger, uplink: str, limit: int = MAX_RESEND) -> list[dict[str, Any]]:
-    """The records parked for ``uplink``, by seq: ``seq``, ``kind``, ``reason``, ``ts``."""
-    rows = await ledger._read(_parked_rows, uplink, limit)
-    return [{"seq": s, "kind": k, "reason": reason, "ts": ts} for s, reason, ts, k in rows]
-
-
-async def parked_count(ledger: Ledger, uplink: str) -> int:
-    return await ledger._read(_parked_count, uplink)
-
-
-async def release(ledger: Ledger, uplink: str, seqs: list[int]) -> int:
-    """Unpark ``seqs`` for ``uplink`` (durably, in the next group commit); how many were."""
-
-    def op(conn: sqlite3.Connection) -> int:
-        released = 0
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            sql = RELEASE_SQL.format(marks=",".join("?" * len(chunk)))
-            cur = conn.execute(sql, (uplink, *chunk))
-            released += cur.rowcount
-        return released
-
-    return await ledger._run_op(op)

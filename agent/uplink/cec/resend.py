@@ -14,8 +14,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from agent.uplink.cec import parking
-from agent.uplink.cec.parking import ResendRequest
+from agent.uplink.cec.parking import MAX_RESEND, ResendRequest
 
 if TYPE_CHECKING:
     from agent.ledger import Ledger
@@ -34,8 +33,11 @@ class Resender:
         self._queue: list[list[int]] = []
         self._requested = asyncio.Event()
 
-    async def parked(self, limit: int = parking.MAX_RESEND) -> dict[str, Any]:
-        rows = await parking.parked(self._ledger, self._uplink.name, limit)
+    async def parked(self, limit: int = MAX_RESEND) -> dict[str, Any]:
+        rows = [
+            {"seq": p.seq, "kind": p.kind, "reason": p.reason, "ts": p.ts}
+            for p in await self._ledger.parked(self._uplink.name, limit)
+        ]
         return {"uplink": self._uplink.name, "count": len(rows), "parked": rows}
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -43,11 +45,11 @@ class Resender:
         wanted = ResendRequest.parse(request)
         name = self._uplink.name
         if wanted.parked:
-            seqs = [row["seq"] for row in await parking.parked(self._ledger, name)]
+            seqs = [p.seq for p in await self._ledger.parked(name, MAX_RESEND)]
         else:
             first, last = wanted.span(self._ledger.last_seq)
             seqs = list(range(first, last + 1))
-        released = await parking.release(self._ledger, name, seqs) if seqs else 0
+        released = await self._ledger.unpark(name, seqs) if seqs else 0
         self._uplink.parked_now = max(0, self._uplink.parked_now - released)
         if seqs:
             self._queue.append(seqs)

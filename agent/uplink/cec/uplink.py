@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent.records.bodies import BodyError, EventBody, body_to_dict, decode_body
 from agent.records.envelope import Record, StoredRecord, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
-from agent.uplink.cec import parking
 from agent.uplink.cec.client import Answer, CecClient, Unusable
 from agent.uplink.cec.mapping import STATION_INFO, MappingContext, Notification, notification_for
 from agent.uplink.cec.peer import LinkWatch, PeerGate, link_alarm_records
@@ -192,7 +191,7 @@ class CecUplink:
 
     async def _drain_forever(self) -> None:
         self.stats.backlog = await self._ledger.backlog(self.name)
-        self.parked_now = await parking.parked_count(self._ledger, self.name)
+        self.parked_now = await self._ledger.parked_count(self.name)
         while True:
             await self.resender.run_pending()
             if not await self.drain_once():
@@ -415,7 +414,7 @@ class CecUplink:
     async def _park(self, record: StoredRecord, reason: str) -> None:
         await self._ledger.park(self.name, record.seq, reason)
         self.stats.parked += 1
-        self.parked_now = await parking.parked_count(self._ledger, self.name)
+        self.parked_now = await self._ledger.parked_count(self.name)
         self.stats.error(f"parked {record.id}: {reason}", self._clock())
         log.error("T/CEC parked %s (%s): %s", record.id, record.kind, reason)
         await self.record_event(
