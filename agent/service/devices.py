@@ -7,7 +7,12 @@
   ``poll_interval_s`` (jobs of one line share the poller's lock, so the line stays half-duplex);
 * a small monitor turns "frames were seen on this bus" into
   :class:`~agent.station.inputs.BusActivity` once a second, which is how the station model tells
-  an idle DC connector from an offline one.
+  an idle DC connector from an offline one;
+* ``[[input_modules]]`` are polled beside the meters (on the same line disciplines); their
+  input changes and faults go to the station like meter events;
+* :meth:`Devices.observe` sees every record the station writes: when a connector's session
+  starts or ends, its DL/T 645 meter reads its seal (identity, clock, counters) at the next
+  poll.
 
 Drivers know nothing of records or the ledger: everything they produce lands on one
 ``asyncio.Queue`` that the station writer consumes.
@@ -27,14 +32,14 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.config.schema import Config, InputModuleSection, MeterSection
+from agent.records.envelope import Record
 from agent.station.inputs import BusActivity
 from drivers.dlt645.poller import Dlt645Poller, DltMeterSpec
 from drivers.dlt645.profile import DltProfile, load_dlt645_profiles
 from drivers.gbt27930.bus import BusSpec, BusStateChanged, CanListener
-from drivers.inputs.events import InputChanged, InputEvent
+from drivers.inputs.events import InputEvent
 from drivers.inputs.modbus_di import DiPoller, InputSpec, ModuleSpec
 from drivers.inputs.profile import load_module_profiles
-from drivers.modbus.events import MeterClockDrift, MeterReplaced, MeterTamper, SealEvent
 from drivers.modbus.line import LineDiscipline
 from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_logging
 from drivers.modbus.poller import LinePoller, MeterSpec
@@ -230,6 +235,8 @@ class Devices:
     poll_counts: dict[str, Counter[str]] = field(default_factory=dict)
     """Per meter: polls that read (``ok``), failed, or were skipped while backing off."""
     _seen_frames: dict[str, int] = field(default_factory=dict)
+    _sessions: dict[str, str | None] = field(default_factory=dict)
+    """The session each connector's latest status record names."""
 
     @classmethod
     def build(cls, config: Config, queue: asyncio.Queue[Any]) -> Devices:
@@ -247,23 +254,26 @@ class Devices:
         return devices
 
     def _from_input(self, item: InputEvent) -> None:
-        """Site inputs are logged until the station model raises their alarms (the roles'
-        alarm codes: docs/METERS.md, site inputs)."""
-        alarm = item.active
-        if isinstance(item, InputChanged) and item.initial and not item.active:
-            alarm = False
-        log.log(logging.WARNING if alarm else logging.INFO, "input: %s", item)
+        log.info("input: %s", item)
+        self.queue.put_nowait(item)
 
     def _from_meter(self, item: Any) -> None:
-        """Readings and meter events go to the station; identity and seal events are logged
-        here until the station model records them (see docs/METERS.md, electronic seals)."""
-        if isinstance(item, SealEvent):
-            alarm = isinstance(item, MeterTamper | MeterReplaced) or (
-                isinstance(item, MeterClockDrift) and item.active
-            )
-            log.log(logging.WARNING if alarm else logging.INFO, "meter %s: %s", item.meter_id, item)
-            return
         self.queue.put_nowait(item)
+
+    def observe(self, record: Record) -> None:
+        """A connector's session started or ended: read its meter's seal at the next poll."""
+        cid = record.connector_id
+        if record.kind != "connector_status" or cid is None:
+            return
+        session_id = record.body.get("session_id")
+        if cid in self._sessions and self._sessions[cid] == session_id:
+            return
+        self._sessions[cid] = session_id
+        meters = {m.meter_id for m in self.config.meters if m.connector_id == cid}
+        for poller in self.pollers:
+            if isinstance(poller, Dlt645Poller):
+                for meter_id in meters.intersection(poller.meter_ids):
+                    poller.check_seal(meter_id)
 
     async def _from_bus(self, item: Any) -> None:
         if isinstance(item, BusStateChanged):
@@ -289,7 +299,7 @@ class Devices:
 
     async def run_meter_polls(self) -> None:
         """Poll every meter and input module at its interval until cancelled; close the lines
-        at the end. (The service starts this when the config has meters.)"""
+        at the end. (The service starts this when the config has meters or input modules.)"""
         scheduler = AsyncIOScheduler()
         interval_s = {m.meter_id: m.poll_interval_s for m in self.config.meters}
         for poller in self.pollers:

@@ -164,6 +164,7 @@ class Runtime:
             devices=Devices.build(config, self.writer.queue),
             uplinks=build_uplinks(config, secrets, self.ledger),
         )
+        self.writer.observers[:] = [runtime.devices.observe]
         for uplink in runtime.uplinks:
             await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
@@ -206,7 +207,7 @@ def build_components(runtime: Runtime) -> list[Component]:
     ]
     if devices.listeners:
         components.append(Component("can-activity", devices.run_bus_activity))
-    if devices.pollers:
+    if devices.pollers or devices.input_pollers:
         components.append(Component("meters", devices.run_meter_polls))
     components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
@@ -253,6 +254,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         devices=Devices.build(config, queue),
         uplinks=build_uplinks(config, secrets, ledger),
     )
+    writer.observers[:] = [runtime.devices.observe]  # seal reads at session start and end
     for uplink in runtime.uplinks:
         await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)

@@ -72,6 +72,12 @@ class AlarmBook:
         self.raised_total += 1
         return AlarmEdge(ts, code, "raised", message, (cause,))
 
+    def restore(self, code: int, cause: str, scope: Scope, raised_ts: float) -> None:
+        """Hold ``code`` active for ``cause`` again without an edge: the ledger says a
+        previous run raised it and never cleared it (so this run can clear it)."""
+        a = self._active.setdefault(code, _Active({}, raised_ts))
+        a.causes.setdefault(cause, scope)
+
     def clear(self, ts: float, code: int, cause: str, message: str) -> AlarmEdge | None:
         a = self._active.get(code)
         if a is None or cause not in a.causes:

@@ -5,13 +5,15 @@ per configured connector plus station-wide meter sampling and statistics::
 
     model = StationModel(config, signer=OcmfSigner(key, gateway_id=..., software_version=...))
     records = model.startup(restart_facts, ts)   # identity; sessions left open are held
-    records = model.feed(event)                  # GB/T tracker, meter, bus activity, remote stop
+    records = model.feed(event)                  # GB/T tracker, meter, bus activity, remote
+                                                 # stop, meter seal, site input
     records = model.tick(ts)                     # heartbeats, offline, timeouts, statistics
     records = model.reload(new_config, ts)       # identity again when it changed
 
-It never reads a clock or does I/O: every timestamp comes from the events or the caller.
-Events for connectors or meters the config does not know are counted in ``ignored`` and
-otherwise dropped.
+The site's own alarms (meter seals, site inputs, the station main meter's grid checks) are
+:class:`~agent.station.site.Site`'s. It never reads a clock or does I/O: every timestamp comes
+from the events or the caller. Events for connectors or meters the config does not know are
+counted in ``ignored`` and otherwise dropped.
 """
 
 from __future__ import annotations
@@ -29,12 +31,21 @@ from agent.station.identity import identity_body
 from agent.station.inputs import BusActivity, RemoteStop, Reservation
 from agent.station.ocmf import OcmfSigner
 from agent.station.restart import RestartFacts
+from agent.station.site import Site, SiteFacts
 from agent.station.stats import StatsRoller
 from drivers.gbt27930.events import BmsEvent
-from drivers.modbus.events import MeterAlarm, MeterAnomaly, MeterOffline, MeterOnline, MeterReading
+from drivers.inputs.events import InputChanged, InputEvent, InputFault
+from drivers.modbus.events import (
+    MeterAlarm,
+    MeterAnomaly,
+    MeterOffline,
+    MeterOnline,
+    MeterReading,
+    SealEvent,
+)
 
-MeterInput = MeterReading | MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm
-StationInput = BmsEvent | MeterInput | BusActivity | Reservation | RemoteStop
+MeterInput = MeterReading | MeterOffline | MeterOnline | MeterAnomaly | MeterAlarm | SealEvent
+StationInput = BmsEvent | MeterInput | BusActivity | Reservation | RemoteStop | InputEvent
 
 
 class StationModel:
@@ -48,6 +59,7 @@ class StationModel:
         self._stats: StatsRoller | None = None
         self._identity: IdentityBody | None = None
         self._last_sample_ts: dict[str, float] = {}
+        self.site = Site(config.station.station_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -80,11 +92,16 @@ class StationModel:
             new[cid] = model
         self.connectors = new
 
-    def startup(self, restart_facts: Iterable[RestartFacts], ts: float) -> list[Record]:
+    def startup(
+        self, restart_facts: Iterable[RestartFacts], ts: float, site: SiteFacts | None = None
+    ) -> list[Record]:
         """First call: the identity record; then what the ledger says of each connector (its
         open session, its last register) is settled over the next moments (see
-        :mod:`agent.station.resume`)."""
+        :mod:`agent.station.resume`), and of the site (recorded meter seals, alarms left
+        raised: :mod:`agent.station.site`)."""
         self._build(self.config, ts)
+        if site is not None:
+            self.site.restore(site, self.connectors)
         out = self._identity_records(ts, force=True)
         for facts in restart_facts:
             c = self.connectors.get(facts.connector_id)
@@ -138,12 +155,18 @@ class StationModel:
             else:
                 out += c.feed_bms(event)
             return self._count(out)
+        if isinstance(event, InputChanged | InputFault):
+            return self._count(out + self.site.input_event(event, self.config, self.connectors))
         meter = self.meters.get(event.meter_id)
         if meter is None:
             self.ignored[f"meter:{event.meter_id}"] += 1
             return self._count(out)
+        place = self.site.place_of(meter, self.connectors)
+        if isinstance(event, SealEvent):
+            return self._count(out + self.site.seal_event(place, event))
         if isinstance(event, MeterReading):
             out += self._meter_sample(event)
+            out += self.site.reading(place, meter, self.config, event)
         c = self.connectors.get(meter.connector_id or "")
         if c is not None and meter.role == "connector":
             out += c.feed_meter(event)

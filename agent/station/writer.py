@@ -2,10 +2,11 @@
 appended to the ledger, the model ticked from the wall clock.
 
 The service puts every driver event (GB/T tracker events of each bus, meter readings and
-events, :class:`~agent.station.inputs.BusActivity`) on ``writer.queue`` and runs
+events, site inputs, :class:`~agent.station.inputs.BusActivity`) on ``writer.queue`` and runs
 ``await writer.run()``. At start the writer asks the ledger which sessions a previous run left
 open, the last register it read and where the OCMF transaction counter stands, so the model
-can continue or close those sessions (:mod:`agent.station.resume`) and the counter.
+can continue or close those sessions (:mod:`agent.station.resume`) and the counter, and what
+it recorded of the site (meter identities and seal counts, site alarms left raised).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from agent.station.restart import (
     open_session,
     with_resumes,
 )
+from agent.station.site import SiteFacts, site_facts
 
 #: every record of one session (bounded by the session itself)
 _ALL = 1_000_000_000
@@ -33,6 +35,9 @@ _ALL = 1_000_000_000
 _RECENT = 1000
 #: how many of a connector's newest sessions start-up checks for a missing order
 _MAX_OPEN = 5
+#: how many of the newest events and alarms start-up reads for the meters' recorded identity
+#: and seal counts and the site alarms left raised
+_SITE_RECENT = 2000
 
 
 class LedgerLike(Protocol):
@@ -106,6 +111,13 @@ async def load_open_sessions(ledger: LedgerLike, connector_ids: Iterable[str]) -
     return [o for f in await load_restart_facts(ledger, connector_ids) for o in f.all_open]
 
 
+async def load_site_facts(ledger: LedgerLike) -> SiteFacts:
+    """The meters' recorded identity and counts, and the site alarms left raised."""
+    events = await ledger.find("event", limit=_SITE_RECENT, newest_first=True)
+    alarms = await ledger.find("alarm", limit=_SITE_RECENT, newest_first=True)
+    return site_facts(events, alarms)
+
+
 async def last_pagination(ledger: LedgerLike) -> int:
     """The highest OCMF ``PG`` counter among the orders in the ledger (0 when none)."""
     orders = await ledger.find("charge_order", limit=_RECENT, newest_first=True)
@@ -134,10 +146,15 @@ class StationWriter:
         self.clock = clock
         self.tick_interval_s = tick_interval_s
         self.records_written = 0
+        self.observers: list[Callable[[Record], None]] = []
+        """Called with every record written (the device layer watches sessions start and
+        end to read the meters' seals then)."""
 
     def _write(self, records: list[Record]) -> None:
         for r in records:
             self.ledger.append_nowait(r)
+            for observe in self.observers:
+                observe(r)
         self.records_written += len(records)
 
     async def start(self) -> None:
@@ -148,7 +165,8 @@ class StationWriter:
                 self.model.signer.pagination, await last_pagination(self.ledger)
             )
         facts = await load_restart_facts(self.ledger, self.model.config.connectors())
-        self._write(self.model.startup(facts, self.clock()))
+        site = await load_site_facts(self.ledger)
+        self._write(self.model.startup(facts, self.clock(), site))
         await self.ledger.flush()
 
     def process(self, event: StationInput) -> None:

@@ -10,8 +10,9 @@ the caller's timestamp; :class:`SealTracker` returns the events:
 - :class:`MeterTamper` for each counter that rose; a counter read lower than before is a
   ``counter_decreased`` :class:`MeterAnomaly` (once), that value is rejected and the old
   count kept;
-- :class:`MeterClockDrift` raised when the meter's clock is off by more than the threshold,
-  cleared when it is back within half of it.
+- :class:`MeterClockDrift`: its state at the first read (so the station can clear an alarm a
+  previous run left raised), then raised when the meter's clock is off by more than the
+  threshold, cleared when it is back within half of it.
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ class SealTracker:
         drift = read.clock_drift_s
         if drift is None:
             return []
-        self.clock_drift_s = drift
+        first, self.clock_drift_s = self.clock_drift_s is None, drift
         limit = self.clock_drift_max_s
+        if first:
+            self._drift_active = abs(drift) > limit
+            return [MeterClockDrift(self.meter_id, ts, drift, limit, self._drift_active)]
         if not self._drift_active and abs(drift) > limit:
             self._drift_active = True
             return [MeterClockDrift(self.meter_id, ts, drift, limit, True)]

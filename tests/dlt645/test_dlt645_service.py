@@ -135,7 +135,7 @@ async def test_service_polls_a_dlt645_meter(tmp_path: Path) -> None:
             seen.append(queue.get_nowait())
         kinds = {type(i).__name__ for i in seen}
         assert "MeterOnline" in kinds
-        assert not kinds & {"MeterIdentity", "MeterCounters"}  # kept from the station for now
+        assert {"MeterIdentity", "MeterCounters", "MeterClockDrift"} <= kinds  # to the station
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -4,7 +4,6 @@ service's device layer reading a simulated DI module beside a meter on one pty."
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,9 @@ from agent.config.errors import ConfigError
 from agent.config.load import parse_config
 from agent.config.resources import read_resource
 from agent.service.devices import Devices
+from drivers.inputs.events import InputChanged
 from drivers.inputs.profile import load_module_profiles
+from drivers.modbus.events import MeterReading
 from drivers.modbus.profile import load_profiles
 from sim.di_module import SimDiModule
 from sim.meter import MeterSimServer, SimMeter
@@ -57,9 +58,7 @@ def test_config_names_every_problem() -> None:
         parse_config(with_inputs("/dev/ttyUSB0").replace('role = "door"', 'role = "window"'))
 
 
-async def test_service_reads_a_module_beside_the_meters(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_service_reads_a_module_beside_the_meters(tmp_path: Path) -> None:
     pair = open_pty_pair(tmp_path)
     module = SimDiModule(load_module_profiles()["generic-di8"], 9)
     module.set(2, True)  # a closed loop: the door is shut
@@ -67,9 +66,9 @@ async def test_service_reads_a_module_beside_the_meters(
     server = MeterSimServer([*meters, module])
     await server.start_serial(pair.b)
     config = parse_config(with_inputs(pair.a))
-    devices = Devices.build(config, asyncio.Queue())
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    devices = Devices.build(config, queue)
     task = asyncio.create_task(devices.run_meter_polls())
-    caplog.set_level(logging.INFO, logger="evgw.devices")
     try:
         async with asyncio.timeout(10):
             while devices.input_pollers[0].state("di1")["door"] is None:
@@ -78,8 +77,16 @@ async def test_service_reads_a_module_beside_the_meters(
             module.set(2, False)  # the loop opens: door open
             while not devices.input_pollers[0].state("di1")["door"]:
                 await asyncio.sleep(0.05)
-        opened = [r for r in caplog.records if "input_id='door'" in r.getMessage()]
-        assert opened[-1].levelno == logging.WARNING and "active=True" in opened[-1].getMessage()
+        # the changes go to the station (which raises and clears alarm 26 from them)
+        seen: list[object] = []
+        while not queue.empty():
+            seen.append(queue.get_nowait())
+        door = [e for e in seen if isinstance(e, InputChanged) and e.input_id == "door"]
+        assert [(e.active, e.initial, e.connectors) for e in door] == [
+            (False, True, ("SZFT0001DC0101",)),
+            (True, False, ("SZFT0001DC0101",)),
+        ]
+        assert any(isinstance(e, MeterReading) for e in seen)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
