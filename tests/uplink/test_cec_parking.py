@@ -16,10 +16,12 @@ from agent.config.load import parse_config
 from agent.ledger import GatewayKey, Ledger
 from agent.records.bodies import decode_body
 from agent.uplink.cec.config import CecSection
+from agent.uplink.cec.peer import link_alarm_records
 from agent.uplink.cec.uplink import CecUplink
 from sim.platform import PlatformServer
 from tests.foundation.test_config import BASE, CEC
 from tests.uplink.conftest import (
+    T0,
     FakeClock,
     alarm_record,
     event_record,
@@ -379,3 +381,25 @@ async def ledger_events(directory: Path) -> list[str]:
         return [r.body["event"] for r in await ledger.find("event")]
     finally:
         await ledger.close()
+
+
+async def test_alarm_27_raised_before_a_restart_is_cleared_after_it(
+    platform: PlatformServer, ledger: Ledger, clock: FakeClock
+) -> None:
+    """The gateway stopped during an outage with alarm 27 raised: the next run knows the
+    alarm is up (from the ledger) and clears it at the first accepted request; a run after a
+    cleared alarm raises and clears nothing."""
+    for record in link_alarm_records("raised", "Ret -1", 300.0, "ST1", (("EQ1", "C1"),), T0):
+        await ledger.append(record)
+    await ledger.append(status_record())
+    uplink, _ = make_uplink(platform, ledger, clock, connectors=(("EQ1", "C1"),))
+    async with uplink:
+        await drain(uplink)
+        await ledger.flush()
+    assert await alarms_27(ledger) == [("C1", "raised"), ("C1", "cleared")]
+    again, _ = make_uplink(platform, ledger, clock, connectors=(("EQ1", "C1"),))
+    async with again:
+        await drain(again)
+        await ledger.flush()
+        assert not again.link.raised
+    assert await alarms_27(ledger) == [("C1", "raised"), ("C1", "cleared")]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from agent.records.bodies import AlarmBody, body_to_dict
-from agent.records.envelope import Record, iso_ts
+from agent.records.envelope import Record, StoredRecord, iso_ts, parse_iso_ts
 
 log = logging.getLogger("agent.uplink.cec")
 
@@ -83,6 +83,21 @@ class LinkWatch:
         self.failing_since = None
         was_raised, self.raised = self.raised, False
         return was_raised
+
+    def restore(self, newest_alarms: list[StoredRecord]) -> None:
+        """At start, from the ledger's newest alarm records (newest first): when the last
+        alarm-27 edge is still "raised", the outage goes on — the alarm stays raised and the
+        first accepted request clears it, even across a restart. An outage not yet alarmed at
+        the restart starts its count again."""
+        for record in newest_alarms:
+            body = record.body
+            if body.get("code") != LINK_ALARM_CODE:
+                continue
+            if body.get("status") == "raised":
+                self.raised = True
+                self.failing_since = parse_iso_ts(record.ts) - self.after_s
+                self.reason = "still failing at the last stop"
+            return
 
 
 LINK_ALARM_CODE: Final = 27

@@ -159,6 +159,8 @@ class CecUplink:
 
     async def __aenter__(self) -> CecUplink:
         await self.client.open()
+        if self._ledger is not None:  # `evgw check` asks for a token without a ledger
+            self.link.restore(await self._ledger.find("alarm", limit=500, newest_first=True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
