@@ -15,8 +15,9 @@ from agent.records.bodies import AlarmBody
 from agent.records.envelope import Record, StoredRecord
 from agent.station.codes import BILLED_ENERGY_MISMATCH, INPUT_SOURCE_FAULT, PROJECT_TYPES
 from agent.uplink.cec.config import PROJECT_GROUPS
-from agent.uplink.cec.mapping import MappingContext, ProjectCarrier, notification_for
+from agent.uplink.cec.mapping import MappingContext, notification_for
 from agent.uplink.cec.plugin import cec_settings, parse_secrets
+from agent.uplink.cec.project_alarms import ProjectCarrier
 from agent.uplink.cec.uplink import CecUplink
 from sim.platform import PlatformServer
 from sim.platform_client import PlatformQueries

@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from agent.records.bodies import (
     AlarmBody,
@@ -29,6 +29,11 @@ from agent.records.bodies import (
 )
 from agent.records.envelope import StoredRecord, parse_iso_ts
 from agent.uplink.cec.codec import CHINA_TZ
+from agent.uplink.cec.project_alarms import (
+    DEFAULT_PROJECT_CARRIERS,
+    ProjectCarrier,
+    project_alarm_object,
+)
 
 STATION_STATUS: Final = "notification_stationStatus"
 BMS_INFO: Final = "notification_bmsInfo"
@@ -48,22 +53,6 @@ INTERFACE_BY_KIND: Final = {
     "event": EVENT_INFO,
 }
 ALL_INTERFACES: Final = frozenset((*INTERFACE_BY_KIND.values(), CHARGE_STATUS, CHECK_ORDERS))
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectCarrier:
-    """How one group of the project's own alarm codes (9001–9299) reaches the platform."""
-
-    kind: Literal["event", "alarm"]
-    code: int
-    """The ``EventCode`` (type 6 "other") or the Shenzhen ``AlarmCode`` sent in its place."""
-
-
-DEFAULT_PROJECT_CARRIERS: Final = {
-    "energy_audit": ProjectCarrier("event", 7002),
-    "meter_seal": ProjectCarrier("event", 7002),
-}
-"""The ``[uplinks.cec] project_alarms`` defaults: a group not named here stays off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,50 +225,20 @@ def alarm_info(record: StoredRecord, body: AlarmBody, ctx: MappingContext) -> di
     return info
 
 
-def _platform_alarm_type(code: int) -> int:
-    return 1 if code < 100 else 2 if code < 200 else 3
-
-
 def project_alarm(
     record: StoredRecord, body: AlarmBody, ctx: MappingContext
 ) -> tuple[str, dict[str, Any]] | None:
-    """The interface and object that carry a project alarm code (9001–9299) to the platform,
-    or None for a group whose carrier is off or an alarm that is no project code.
-
-    ``NoteString`` keeps what the platform's codes cannot say: the project code, its edge,
-    meaning and figures (``9008 raised: billed energy differs …: metered … billed …``).
-    """
-    carrier = ctx.project_carriers.get(body.type) if isinstance(body.type, str) else None
-    if carrier is None or not isinstance(body.code, int):
+    """The interface and ``Data`` that carry a project alarm code (9001–9299) to the platform,
+    or None (its group's carrier is off, or it is no project code)."""
+    carried = project_alarm_object(record, body, ctx, cst_datetime(record.ts))
+    if carried is None:
         return None
-    note = f"{body.code} {body.status}: {body.message}"[:255]
-    if carrier.kind == "event":
-        event = {
-            "StationID": record.station_id,
-            "OperatorID": ctx.operator_id,
-            "EquipmentOwnerID": ctx.equipment_owner_id,
-            "StationName": ctx.station_name,
-            "EventType": 6,
-            "EventCode": carrier.code,
-            "EventTime": cst_datetime(record.ts),
-            "NoteString": note,
-        }
-        return EVENT_INFO, {"EventInfos": [event]}
-    info = {
-        "StationID": record.station_id,
-        "OperatorID": ctx.operator_id,
-        "EquipmentOwnerID": ctx.equipment_owner_id,
-        "StationName": ctx.station_name,
-        "EquipmentID": record.equipment_id or "",
-        "ConnectorID": record.connector_id or "",
-        "AlarmStatus": 1 if body.status == "raised" else 0,
-        "AlarmCode": carrier.code,
-        "AlarmType": _platform_alarm_type(carrier.code),
-        "AlarmLevel": body.level if isinstance(body.level, int) else 2,
-        "AlarmTime": cst_datetime(record.ts),
-        "NoteString": note,
-    }
-    return ALARM_INFO, {"AlarmInfos": [info]}
+    kind, obj = carried
+    return (
+        (EVENT_INFO, {"EventInfos": [obj]})
+        if kind == "event"
+        else (ALARM_INFO, {"AlarmInfos": [obj]})
+    )
 
 
 def charge_order_info(

@@ -10,7 +10,8 @@ from pathlib import Path
 from agent.config.section import default_of
 from agent.uplink.cec.codec import CecSecrets
 from agent.uplink.cec.config import STATION_SERVICE_FAULT, CecSection, carriers_of
-from agent.uplink.cec.mapping import ALL_INTERFACES, DEFAULT_PROJECT_CARRIERS, ProjectCarrier
+from agent.uplink.cec.mapping import ALL_INTERFACES
+from agent.uplink.cec.project_alarms import DEFAULT_PROJECT_CARRIERS, ProjectCarrier
 from agent.uplink.cec.token import FAILURE_BACKOFF_S
 
 
