@@ -64,9 +64,6 @@ class StationSection(Section, kw_only=True):
     lat: Annotated[float, Meta(ge=-90, le=90)] = 0.0
     timezone: NonEmpty = "Asia/Shanghai"
     """Wall time of tariff periods and of the times sent to the city platform (IANA name)."""
-    capacity_kw: Positive | None = None
-    """The site's grid connection (transformer or contracted) capacity: the station main
-    meter's power above it is alarm 202 (overload). None: no overload check."""
 
 
 class ConnectorSection(Section, kw_only=True):
@@ -141,9 +138,6 @@ class MeterSection(Section, kw_only=True):
     every session start and end."""
     clock_drift_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
     """A meter clock further than this from the gateway's is an alarm (DL/T 645 meters)."""
-    seal_clear_after_s: Annotated[float, Meta(ge=60, le=604800)] = 3600.0
-    """A tamper or replacement alarm clears this long after the last counted event (and at
-    least two seal reads later) when no further event was counted (docs/METERS.md §9.5)."""
 
     def __post_init__(self) -> None:
         dlt645 = self.protocol == "dlt645"
@@ -265,9 +259,14 @@ class SafetySection(Section, kw_only=True):
     """Voltage mismatch clears when back below ``voltage_mismatch_pct`` minus this."""
     cell_voltage_hysteresis_v: NonNegative = 0.05
     """Cell/pack over-voltage clears when this far below the BCP limit."""
-    grid_over_voltage_v: Annotated[float, Meta(ge=100, le=1000)] = 242.0
-    """A phase voltage of the station main meter above this is alarm 201 (grid over-voltage;
-    default 220 V + 10 %); it clears 2 % below."""
+    billed_energy_tolerance_kwh: NonNegative = 0.05
+    billed_energy_tolerance_pct: Percent = 0.5
+    """Billed against metered energy: the larger of the two allowances (the percentage of the
+    metered energy); more is alarm 9008."""
+    billed_money_tolerance_yuan: Annotated[float, Meta(ge=0, le=100)] = 0.01
+    """Billed against the gateway's own money: a larger difference is alarm 9009."""
+    billed_deadline_s: Annotated[float, Meta(ge=0, le=30 * 86400)] = 86400.0
+    """An order without a billed figure this long after its end is alarm 9010 (0: off)."""
 
 
 class MetricsSection(Section, kw_only=True):

@@ -389,6 +389,17 @@ class LedgerEventBody(EventBody, frozen=True, kw_only=True, omit_defaults=True):
     announcement_sig: str | None = None
 
 
+class BillingEventBody(EventBody, frozen=True, kw_only=True):
+    """An ``event`` of the billing audit about one session (docs/BILLING.md): ``billed_checked``
+    (the operator's billed figure against the metered order, ``details`` holding both) and
+    ``billed_missing`` (no billed figure within the deadline). ``session_id`` is top-level so
+    that the ledger finds a session's audit by its index."""
+
+    EVENTS: ClassVar[frozenset[str]] = frozenset({"billed_checked", "billed_missing"})
+
+    session_id: str
+
+
 class MeterSampleBody(_Body, frozen=True, kw_only=True):
     KIND: ClassVar[str] = "meter_sample"
 
@@ -469,6 +480,8 @@ def decode_body(kind: str, body: dict[str, Any]) -> Any:
         raise BodyError(f"unknown record kind {kind!r}; known kinds: {', '.join(BODY_TYPES)}")
     if body_type is EventBody and body.get("event") in LedgerEventBody.EVENTS:
         body_type = LedgerEventBody
+    elif body_type is EventBody and body.get("event") in BillingEventBody.EVENTS:
+        body_type = BillingEventBody
     try:
         return msgspec.convert(body, body_type)
     except msgspec.ValidationError as exc:

@@ -22,6 +22,7 @@ from agent.config.secrets import Secrets
 from agent.ledger import GatewayKey, Ledger
 from agent.records.bodies import EventBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
+from agent.service.billing import BillingDesk
 from agent.service.clock import clock_synchronised
 from agent.service.devices import Devices
 from agent.service.metrics import CountingLedger
@@ -164,7 +165,6 @@ class Runtime:
             devices=Devices.build(config, self.writer.queue),
             uplinks=build_uplinks(config, secrets, self.ledger),
         )
-        self.writer.observers[:] = [runtime.devices.observe]
         for uplink in runtime.uplinks:
             await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
@@ -207,8 +207,11 @@ def build_components(runtime: Runtime) -> list[Component]:
     ]
     if devices.listeners:
         components.append(Component("can-activity", devices.run_bus_activity))
-    if devices.pollers or devices.input_pollers:
+    if devices.pollers:
         components.append(Component("meters", devices.run_meter_polls))
+    billing = BillingDesk(runtime.config, runtime.ledger)
+    register_handler("billed", billing.billed)  # the MQTT billed command
+    components.append(Component("billing", billing.run, intake=False))
     components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
 
@@ -254,7 +257,6 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         devices=Devices.build(config, queue),
         uplinks=build_uplinks(config, secrets, ledger),
     )
-    writer.observers[:] = [runtime.devices.observe]  # seal reads at session start and end
     for uplink in runtime.uplinks:
         await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)

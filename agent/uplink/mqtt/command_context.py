@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from agent.errors import UserError
 from agent.ledger import GatewayKey, PublicKey
 from agent.uplink.mqtt.command_roles import Refused
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from agent.config.schema import Config
 
 EVGW_TIMEOUT_S: Final = 120.0
+SERVICE_SOCKET: Final = "status.sock"
+"""The running service's status socket (``agent.service.status_socket``), in its runtime
+directory: requests that act on the station model or the service's ledger go there."""
+SERVICE_TIMEOUT_S: Final = 30.0
 
 
 class ServiceContext:
@@ -84,6 +90,36 @@ class ServiceContext:
             except (Refused, UserError):
                 return None
         return self._reply_key
+
+
+async def ask_service(
+    context: ServiceContext, verb: str, request: dict[str, object]
+) -> dict[str, object]:
+    """``<verb> <request>`` to the running service over its status socket: the handler it
+    registered for ``verb`` answers with a JSON object (:class:`Refused` when it cannot be
+    asked)."""
+    config, _path = context.config()
+    runtime_dir = os.environ.get("RUNTIME_DIRECTORY") or config.gateway.runtime_dir
+    path = Path(runtime_dir) / SERVICE_SOCKET
+    line = verb.encode("ascii") + b" " + msgspec.json.encode(request) + b"\n"
+    try:
+        async with asyncio.timeout(SERVICE_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            try:
+                writer.write(line)
+                await writer.drain()
+                answer = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError) as exc:
+        raise Refused(f"the running service cannot be asked at {path}: {exc}") from None
+    try:
+        reply = msgspec.json.decode(answer)
+    except msgspec.DecodeError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise Refused(f"the running service answered no object to {verb!r}")
+    return reply
 
 
 async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:

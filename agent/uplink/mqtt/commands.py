@@ -22,7 +22,10 @@ covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``from_ts``, ``to
 again from a seq, without moving the cursor), ``diag`` (the ``evgw diag`` archive, one
 bounded Base64 part per reply: the first call builds it, later calls name its ``archive``
 hash and a ``part``), ``update`` (``url``, ``sha256``, ``sig``: download a release for the
-root updater, :mod:`agent.uplink.mqtt.command_update`).
+root updater, :mod:`agent.uplink.mqtt.command_update`), ``billed`` (``session_id`` or
+``start_charge_seq``, ``billed_kwh``, ``billed_yuan``: what the operator's billing system
+charged for a session, compared by the running service with its metered order and money,
+docs/BILLING.md).
 
 Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
 carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
@@ -48,7 +51,7 @@ from agent.records.bodies import EventBody, body_to_dict
 from agent.records.envelope import Record, StoredRecord, canonical_json, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.log_limit import LogLimiter
-from agent.uplink.mqtt.command_context import ServiceContext, run_evgw
+from agent.uplink.mqtt.command_context import ServiceContext, ask_service, run_evgw
 from agent.uplink.mqtt.command_roles import COMMAND_ROLE, RateLimits, check_role, signer_role
 from agent.uplink.mqtt.command_roles import Refused as _Refused
 from agent.uplink.mqtt.command_update import fetch
@@ -119,6 +122,18 @@ class _UpdateArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The artefact's detached signature (Base64), checked by the root updater."""
 
 
+Amount = str | int | float
+"""A decimal string (``"12.34"``, exact) or a JSON number; checked by the service."""
+
+
+class _BilledArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    billed_kwh: Amount
+    billed_yuan: Amount
+    session_id: str | None = None
+    start_charge_seq: str | None = None
+    """The T/CEC StartChargeSeq of the order (instead of ``session_id``)."""
+
+
 DIAG_CHUNK_RANGE: Final = (1024, 262_144)
 DIAG_KEEP_S: Final = 600.0
 """How long a built archive stays available for its later parts."""
@@ -135,6 +150,7 @@ ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "query": _QueryArgs,
     "config.get": _ConfigGetArgs,
     "update": _UpdateArgs,
+    "billed": _BilledArgs,
 }
 assert set(ARG_TYPES) == set(COMMAND_ROLE), "every command has a role"
 
@@ -211,7 +227,7 @@ class CommandHandler:
                 args = msgspec.convert(command.args, ARG_TYPES[name])
             except msgspec.ValidationError as exc:
                 raise _Refused(f"bad arguments for {name}: {exc}") from None
-            result = await self._execute(name, args)
+            result = await self._execute(name, args, command.id)
         except _Refused as exc:
             self.refused += 1
             self._refusals.log(
@@ -353,8 +369,19 @@ class CommandHandler:
             "checkpoint": await ledger.checkpoint(),
         }
 
-    async def _execute(self, name: str, args: msgspec.Struct) -> Any:
+    async def _service(self, verb: str, request: dict[str, Any]) -> Any:
+        """A request the running service answers (``{"ok": …, "result"|"error": …}``)."""
+        reply = await ask_service(self._context, verb, request)
+        if reply.get("ok") is not True:
+            raise _Refused(str(reply.get("error") or f"the service refused {verb}")[:500])
+        return reply.get("result")
+
+    async def _execute(self, name: str, args: msgspec.Struct, command_id: str) -> Any:
         ledger = self._ledger
+        if isinstance(args, _BilledArgs):
+            return await self._service(
+                "billed", {**msgspec.structs.asdict(args), "command_id": command_id}
+            )
         if isinstance(args, _StatusArgs):
             uplink = self.settings.uplink_name
             return {
