@@ -11,10 +11,11 @@ import pytest
 from agent.config.errors import ConfigError
 from agent.config.load import parse_config
 from agent.config.resources import read_resource
+from agent.records.envelope import Record
 from agent.service.devices import Devices, build_pollers, meter_profiles
 from drivers.dlt645.poller import Dlt645Poller
 from drivers.dlt645.profile import load_dlt645_profiles
-from drivers.modbus.events import MeterReading
+from drivers.modbus.events import MeterReading, MeterTamper
 from drivers.modbus.poller import LinePoller
 from sim.dlt645_meter import Dlt645SimServer, SimDltMeter
 from tests.conftest import open_pty_pair
@@ -115,7 +116,8 @@ async def test_service_polls_a_dlt645_meter(tmp_path: Path) -> None:
     config = parse_config(
         config_with(
             DC1 + 'protocol = "dlt645"\nprofile = "dcm3366q"\n'
-            f'port = "{pair.a}"\naddress = "000012345678"\npoll_interval_s = 0.5'
+            f'port = "{pair.a}"\naddress = "000012345678"\npoll_interval_s = 0.5\n'
+            "seal_interval_s = 3600"
         )
     )
     queue: asyncio.Queue[object] = asyncio.Queue()
@@ -136,6 +138,24 @@ async def test_service_polls_a_dlt645_meter(tmp_path: Path) -> None:
         kinds = {type(i).__name__ for i in seen}
         assert "MeterOnline" in kinds
         assert {"MeterIdentity", "MeterCounters", "MeterClockDrift"} <= kinds  # to the station
+
+        # a session starts on the meter's connector: its seal is read at the next poll (not
+        # an hour later), so a cover opened just before shows at once
+        meter.open_cover()
+        status = {"status": 2, "session_id": "S1"}
+        devices.observe(
+            Record(
+                kind="connector_status",
+                ts="",
+                station_id="",
+                body=status,
+                connector_id="SZFT0001DC0101",
+            )
+        )
+        async with asyncio.timeout(10):
+            while not isinstance(item := await queue.get(), MeterTamper):
+                pass
+        assert (item.counter, item.previous, item.current) == ("meter_cover_open", 0, 1)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
