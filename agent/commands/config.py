@@ -1,4 +1,4 @@
-"""``evgw config example|check|diff``."""
+"""``evgw config example|check|diff|apply``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from agent.commands import config_apply
 from agent.config.errors import ConfigError
 from agent.config.files import referenced_file_problems
 from agent.config.labels import labelled
@@ -18,8 +19,11 @@ from agent.ops.config_diff import affected, diff
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "config",
-        help="print the example config, or check a config file",
-        description="Print the commented example configuration, or validate a config file.",
+        help="print the example config; check, compare or apply a config file",
+        description=(
+            "Print the commented example configuration, validate a config file, compare it "
+            "with the running one, or have the running service apply it."
+        ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     example = actions.add_parser(
@@ -66,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"the running config (default: $EVGW_CONFIG or {default_config_path()})",
     )
     compare.set_defaults(func=_diff)
+    config_apply.register(actions)
 
 
 def _example(args: argparse.Namespace) -> int:

@@ -44,6 +44,13 @@ class GatewaySection(Section, kw_only=True):
     runtime_dir: NonEmpty = "/run/evgw"
     """Where the status socket lives (systemd's ``$RUNTIME_DIRECTORY`` wins when set)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    apply_timeout_s: Annotated[float, Meta(ge=1, le=600)] = 60.0
+    """After a ``config apply`` (``evgw config apply``, MQTT ``config.apply``): how long the
+    buses, meters and uplinks that worked before may take to work again before the previous
+    config is restored."""
+    configs_kept: Annotated[int, Meta(ge=0, le=100)] = 5
+    """How many replaced config files an apply keeps next to the file (``evgw.toml.1`` the
+    newest … ``evgw.toml.<n>``)."""
 
 
 class StationSection(Section, kw_only=True):

@@ -4,13 +4,17 @@ Start-up: load and validate the config and secrets (a bad config stops here with
 before systemd is told we are ready), build the components (:mod:`agent.service.wiring`), start
 each as a supervised task, then send ``READY=1``. While running: ``WATCHDOG=1`` from the
 loop at half the watchdog interval and a one-line ``STATUS=``. SIGHUP reloads the config;
-one that fails validation is logged and ignored, the service keeps the old one. SIGTERM
+one that fails validation is logged and ignored, the service keeps the old one. A config
+sent over the status socket (``evgw config apply``, MQTT ``config.apply``) is applied part by
+part and rolled back when the service does not work with it (:mod:`agent.service.apply`).
+SIGTERM
 (or SIGINT) stops intake, flushes and returns 0 within the stop budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import time
@@ -21,9 +25,10 @@ from agent.config.errors import ConfigError
 from agent.config.load import config_warnings, load_config
 from agent.config.schema import Config
 from agent.config.secrets import Secrets, load_secrets
+from agent.service.apply import MAX_REQUEST_BYTES, handle_request
 from agent.service.logs import register_secrets
 from agent.service.metrics import start_metrics_server
-from agent.service.status_socket import StatusServer, socket_path
+from agent.service.status_socket import StatusServer, register_handler, socket_path
 from agent.service.supervisor import Supervisor
 from agent.service.systemd_notify import Notifier
 from agent.service.wiring import Runtime, build_runtime
@@ -41,6 +46,10 @@ class Service:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.config: Config | None = None
+        self.config_bytes = b""
+        """The text of the running config, as read or applied."""
+        self.apply_lock = asyncio.Lock()
+        """One config change at a time: a SIGHUP reload or an apply."""
         self.secrets: Secrets | None = None
         self.runtime: Runtime | None = None
         self.supervisor = Supervisor()
@@ -50,14 +59,20 @@ class Service:
         self.status_server: StatusServer | None = None
         self.metrics_server: Any = None
 
-    def _load(self) -> tuple[Config, Secrets]:
+    def _load(self) -> tuple[Config, Secrets, bytes]:
+        """The config, its secrets and the text of the file as read."""
         config = load_config(self.config_path)
+        try:
+            text = self.config_path.read_bytes()
+        except OSError as exc:  # gone since it was loaded: an apply then just replaces it
+            log.warning("config file %s: %s", self.config_path, exc)
+            text = b""
         for warning in config_warnings(config):
             log.warning("config: %s", warning)
         secrets = load_secrets(config)
         register_secrets(secrets.values())
         log.debug("secrets loaded from %s (fingerprint %s)", secrets.source, secrets.fingerprint())
-        return config, secrets
+        return config, secrets, text
 
     def _start_components(self) -> None:
         assert self.runtime is not None
@@ -72,6 +87,10 @@ class Service:
             "station_id": self.config.station.station_id,
             "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
             "status": self.status_line(),
+            "config": {
+                "path": str(self.config_path),
+                "sha256": hashlib.sha256(self.config_bytes).hexdigest(),
+            },
             "tasks": {
                 name: {"state": s.state, "restarts": s.restarts, "last_error": s.last_error}
                 for name, s in self.supervisor.states.items()
@@ -85,13 +104,17 @@ class Service:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
-        self.config, self.secrets = self._load()  # ConfigError propagates: exit 2, not READY
+        # ConfigError propagates: exit 2, not READY
+        self.config, self.secrets, self.config_bytes = self._load()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         self.runtime = await build_runtime(self.config, self.secrets)
         self._start_components()
+        register_handler(
+            "config", lambda request: handle_request(self, request), max_bytes=MAX_REQUEST_BYTES
+        )
         self.status_server = StatusServer(
             socket_path(self.config.gateway.runtime_dir), self.snapshot
         )
@@ -137,9 +160,13 @@ class Service:
         return 0
 
     async def _do_reload(self) -> None:
+        async with self.apply_lock:
+            await self._reload_now()
+
+    async def _reload_now(self) -> None:
         self.notifier.reloading()
         try:
-            config, secrets = self._load()
+            config, secrets, text = self._load()
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             self.notifier.status(f"reload rejected; {self.status_line()}")
@@ -148,7 +175,7 @@ class Service:
         await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
         assert self.runtime is not None
         self.runtime = await self.runtime.reconfigure(config, secrets)
-        self.config, self.secrets = config, secrets
+        self.config, self.secrets, self.config_bytes = config, secrets, text
         self._start_components()
         self.notifier.ready(self.status_line())
 

@@ -6,8 +6,8 @@ The service listens on ``status.sock`` in its runtime directory (systemd's
 a snapshot function the service provides, so this module knows nothing of its contents.
 
 A line ``<verb> <JSON object>`` is a request to a handler the running service registered
-for ``verb`` (:func:`register_handler`; ``uplink`` for ``evgw uplink parked|resend``); the
-answer is the JSON object the handler returns.
+for ``verb`` (:func:`register_handler`; ``uplink`` for ``evgw uplink parked|resend``,
+``config`` for ``evgw config apply``); the answer is the JSON object the handler returns.
 """
 
 from __future__ import annotations
@@ -32,25 +32,32 @@ MAX_REQUEST_BYTES = 64
 MAX_CLIENTS = 16
 """`evgw status` asks once; more than this many at once is not a person at a terminal."""
 MAX_COMMAND_BYTES = 4096
+"""The longest request line a verb takes unless it registered a longer limit."""
+MAX_LINE_BYTES = 65_536
+"""The stream limit: no request line is longer (a longer one is not a client of ours)."""
 
 RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-_handlers: dict[str, RequestHandler] = {}
+_handlers: dict[str, tuple[RequestHandler, int]] = {}
 
 
-def register_handler(verb: str, handler: RequestHandler) -> None:
-    """Serve ``<verb> <JSON>`` requests with ``handler`` from now on (the service's runtime
-    registers its handlers each time it is built, so a reload replaces them)."""
-    _handlers[verb] = handler
+def register_handler(
+    verb: str, handler: RequestHandler, max_bytes: int = MAX_COMMAND_BYTES
+) -> None:
+    """Serve ``<verb> <JSON>`` requests of at most ``max_bytes`` with ``handler`` from now on
+    (the service registers its handlers each time its runtime is built, so a reload replaces
+    them)."""
+    _handlers[verb] = (handler, min(max_bytes, MAX_LINE_BYTES))
 
 
 async def _dispatch(line: bytes) -> dict[str, Any]:
     verb, _, argument = line.partition(b" ")
-    handler = _handlers.get(verb.decode("ascii", errors="replace"))
-    if handler is None:
+    found = _handlers.get(verb.decode("ascii", errors="replace"))
+    if found is None:
         shown = line[:32].decode("ascii", errors="replace")
         return {"error": f"unknown request {shown!r}; send 'status'"}
-    if len(line) > MAX_COMMAND_BYTES:
-        return {"error": f"request longer than {MAX_COMMAND_BYTES} bytes"}
+    handler, max_bytes = found
+    if len(line) > max_bytes:
+        return {"error": f"request longer than {max_bytes} bytes"}
     try:
         request = msgspec.json.decode(argument)
     except msgspec.DecodeError:
@@ -78,7 +85,9 @@ class StatusServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed process
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        self._server = await asyncio.start_unix_server(
+            self._handle, path=str(self.path), limit=MAX_LINE_BYTES
+        )
         os.chmod(self.path, 0o660)
         log.info("status socket listening on %s", self.path)
 

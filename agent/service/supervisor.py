@@ -83,6 +83,16 @@ class Supervisor:
             for task in pending:
                 log.error("task %s did not stop within %.1f s", task.get_name(), timeout_s)
 
+    def running(self, name: str) -> bool:
+        """Whether a task of this name is supervised (running or waiting to restart)."""
+        return name in self._tasks and not self._tasks[name].done()
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop the states of stopped tasks that are gone for good (a part a config removed)."""
+        for name in names:
+            if not self.running(name):
+                self.states.pop(name, None)
+
     def summary(self) -> str:
         running = sum(1 for s in self.states.values() if s.state == "running")
         restarting = [s.name for s in self.states.values() if s.state == "restarting"]

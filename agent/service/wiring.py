@@ -20,6 +20,7 @@ from typing import Any
 from agent.config.schema import Config
 from agent.config.secrets import Secrets
 from agent.ledger import GatewayKey, Ledger
+from agent.ops.config_diff import line_key
 from agent.records.bodies import EventBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
 from agent.service.billing import BillingDesk
@@ -111,6 +112,14 @@ class Runtime:
         return {
             "connectors": connector_rows(self.writer.model),
             **self.devices.snapshot(),
+            "meter_lines": {
+                line: {
+                    "meters": [m for p in group.pollers for m in p.meter_ids],
+                    "connects": sum(p.line.opened_count for p in group.pollers)
+                    + sum(di.line.opened_count for di in group.input_pollers),
+                }
+                for line, group in line_devices(self.devices).items()
+            },
             "uplinks": self.uplink_stats(),
             "ledger": {
                 "path": str(self.ledger.path),
@@ -207,13 +216,46 @@ def build_components(runtime: Runtime) -> list[Component]:
     ]
     if devices.listeners:
         components.append(Component("can-activity", devices.run_bus_activity))
-    if devices.pollers:
-        components.append(Component("meters", devices.run_meter_polls))
+    components += [
+        Component(f"meters-{line}", group.run_meter_polls)
+        for line, group in line_devices(devices).items()
+    ]
     billing = BillingDesk(runtime.config, runtime.ledger)
     register_handler("billed", billing.billed)  # the MQTT billed command
     components.append(Component("billing", billing.run, intake=False))
     components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
+
+
+def line_devices(devices: Devices) -> dict[str, Devices]:
+    """The meter and input pollers by line (serial port, or host:port as
+    :func:`agent.ops.config_diff.line_key` names it), each line as its own :class:`Devices`
+    sharing the station queue and the counters: one poll task per line, so a config apply
+    can rebuild one line while the others keep polling on their open connections."""
+    config = devices.config
+    line_of = {m.meter_id: line_key(m.transport, m.port, m.host, m.tcp_port) for m in config.meters}
+    line_of |= {
+        m.module_id: line_key(m.transport, m.port, m.host, m.tcp_port) for m in config.input_modules
+    }
+    groups: dict[str, Devices] = {}
+
+    def group(first_id: str) -> Devices:
+        line = line_of[first_id]
+        if line not in groups:
+            groups[line] = Devices(
+                config=config,
+                queue=devices.queue,
+                clock=devices.clock,
+                bus_states=devices.bus_states,
+                poll_counts=devices.poll_counts,
+            )
+        return groups[line]
+
+    for poller in devices.pollers:
+        group(poller.meter_ids[0]).pollers.append(poller)
+    for di in devices.input_pollers:
+        group(di.module_ids[0]).input_pollers.append(di)
+    return groups
 
 
 async def build_runtime(config: Config, secrets: Secrets) -> Runtime:

@@ -1,0 +1,272 @@
+"""`evgw config apply` against one running `evgw run` (two DC chargers on slcan ptys, their
+meters on the Modbus TCP simulator, mosquitto and the T/CEC receiver): only the parts a change
+concerns are rebuilt, a config that breaks a working meter is rolled back within the apply
+timeout, an invalid one is refused with every problem, the file is replaced atomically with
+the replaced ones kept. The tests run in order on the one gateway, each from the config the
+previous one left."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.service.apply import ApplyRequest, decode_request
+from agent.service.status_socket import ask
+from agent.uplink.mqtt.command_config import apply_config
+from agent.uplink.mqtt.command_context import ServiceContext
+from sim.charging import VehicleProfile
+from sim.station import SessionPlan
+from tests.e2e.helpers import STATION_ID, Rig, build_rig, ledger_records, run_cli, wait_until
+
+APPLY_TIMEOUT_S = 4
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    rig = build_rig(tmp_path_factory.mktemp("apply"), 2)
+    text = rig.config.read_text()
+    # the second meter on a line of its own (same simulator, another host name)
+    second = text.index('host = "127.0.0.1"', text.index('meter_id = "dc-02"'))
+    text = text[:second] + 'host = "localhost"' + text[second + len('host = "127.0.0.1"') :]
+    text = text.replace(
+        'log_level = "info"\n',
+        f'log_level = "info"\napply_timeout_s = {APPLY_TIMEOUT_S}\nconfigs_kept = 2\n',
+    )
+    rig.config.write_text(text)
+    rig.agent.start()
+    try:
+        rig.agent.wait_ready(rig.connectors)
+        # a session charging on each connector throughout: the buses carry frames all along
+        vehicle = VehicleProfile(soc_start_pct=20.0, soc_target_pct=95.0, capacity_ah=2000.0)
+        rig.station.play({cid: [SessionPlan(vehicle, charge_s=900.0)] for cid in rig.connectors})
+        wait_until(lambda: all_working(status(rig)), 30, "buses, meters and uplinks working")
+        wait_until(lambda: all(sessions(status(rig))), 30, "a session on each connector")
+        yield rig
+    finally:
+        print(rig.agent.all_logs())
+        rig.close()
+
+
+def status(rig: Rig) -> dict[str, Any]:
+    done = run_cli("status", "--json", "--config", str(rig.config))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def sessions(snapshot: dict[str, Any]) -> list[str | None]:
+    return [row["session"] for row in snapshot["connectors"]]
+
+
+def all_working(snapshot: dict[str, Any]) -> bool:
+    return (
+        all(b["state"] == "open" for b in snapshot["can_buses"].values())
+        and all(m["online"] for m in snapshot["meters"].values())
+        and all(u["connected"] for u in snapshot["uplinks"].values())
+        and len(snapshot["meters"]) == 2
+    )
+
+
+def apply(rig: Rig, text: str, *extra: str) -> tuple[int, dict[str, Any], str]:
+    new = rig.directory / "new.toml"
+    new.write_text(text)
+    done = run_cli("config", "apply", str(new), "--config", str(rig.config), "--json", *extra)
+    assert "Traceback" not in done.stderr
+    return done.returncode, json.loads(done.stdout) if done.stdout else {}, done.stderr
+
+
+def bus_opens(rig: Rig) -> int:
+    return len(re.findall(r"CAN bus of \S+ open", rig.agent.log_text()))
+
+
+def events(rig: Rig, name: str) -> list[dict[str, Any]]:
+    return [
+        r["body"]
+        for r in ledger_records(rig.ledger_path)
+        if r["kind"] == "event" and r["body"]["event"] == name
+    ]
+
+
+def meter_block(text: str, meter_id: str) -> tuple[int, int]:
+    start = text.index(f'meter_id = "{meter_id}"')
+    return start, text.index("\n\n", start)
+
+
+def set_in_meter(text: str, meter_id: str, key: str, value: str) -> str:
+    start, end = meter_block(text, meter_id)
+    block = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text[start:end])
+    return text[:start] + block + text[end:]
+
+
+def test_meter_interval_rebuilds_its_line_alone(rig: Rig) -> None:
+    before = status(rig)
+    opened = bus_opens(rig)
+    old_text = rig.config.read_text()
+    old_inode = rig.config.stat().st_ino
+    text = set_in_meter(old_text, "dc-01", "poll_interval_s", "2")
+    code, reply, err = apply(rig, text)
+    assert code == 0, (reply, err)
+    assert reply["outcome"] == "applied"
+    assert reply["changes"] == ["meters.dc-01.poll_interval_s: 1.0 → 2.0"]
+    line = f"127.0.0.1:{rig.station.modbus_port}"
+    assert reply["parts"] == [f"meter line {line}"]
+    after = status(rig)
+    # the buses kept their listeners: the frame counters went on, no bus was opened again
+    for cid in rig.connectors:
+        assert after["can_buses"][cid]["frames"] > before["can_buses"][cid]["frames"] > 0
+    assert bus_opens(rig) == opened
+    assert sessions(after) == sessions(before)  # the charging sessions went on
+    # the other line kept its poller and its connection; the changed one runs again
+    other = f"localhost:{rig.station.modbus_port}"
+    assert after["meter_lines"][other] == before["meter_lines"][other]
+    assert after["meter_lines"][line]["meters"] == ["dc-01"]
+    assert after["meters"]["dc-01"]["online"] and after["meters"]["dc-02"]["online"]
+    for name in ("can-E2EDC0101", "can-E2EDC0102", "uplink-mqtt", "uplink-cec"):
+        assert after["tasks"][name] == before["tasks"][name]
+    # the file: replaced by a rename (new inode), the old one kept, nothing else left behind
+    assert rig.config.read_text() == text and rig.config.stat().st_ino != old_inode
+    kept = rig.config.with_name("evgw.toml.1")
+    assert reply["kept"] == kept.name and kept.read_text() == old_text
+    assert not list(rig.directory.glob(".evgw.toml.apply-*"))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert after["config"]["sha256"] == digest == reply["sha256"]
+    (event,) = [e for e in events(rig, "config_applied") if e["details"]["sha256"] == digest]
+    assert event["details"]["parts"] == reply["parts"]
+    assert event["details"]["previous_sha256"] == hashlib.sha256(old_text.encode()).hexdigest()
+
+
+def test_changed_uplink_reconnects_alone(rig: Rig) -> None:
+    before = status(rig)
+    connects = rig.agent.log_text().count("MQTT connected")
+    text = rig.config.read_text().replace("[uplinks.mqtt]\n", "[uplinks.mqtt]\nkeepalive_s = 30\n")
+    code, reply, err = apply(rig, text)
+    assert code == 0, (reply, err)
+    assert reply["parts"] == ["uplink mqtt"]
+    after = status(rig)
+    assert after["uplinks"]["mqtt"]["connected"]
+    assert rig.agent.log_text().count("MQTT connected") == connects + 1
+    # the T/CEC uplink is the same object (its counters went on), the buses and lines too
+    assert after["uplinks"]["cec"]["sent"] >= before["uplinks"]["cec"]["sent"] > 0
+    assert after["meter_lines"] == before["meter_lines"]
+    for cid in rig.connectors:
+        assert after["can_buses"][cid]["frames"] > before["can_buses"][cid]["frames"]
+    # two applies, configs_kept = 2: both replaced files kept, the newest first
+    assert rig.config.with_name("evgw.toml.1").read_text() == set_in_meter(
+        text.replace("keepalive_s = 30\n", ""), "dc-01", "poll_interval_s", "2"
+    )
+    assert rig.config.with_name("evgw.toml.2").exists()
+
+
+def test_breaking_a_working_meter_rolls_back(rig: Rig) -> None:
+    running = rig.config.read_text()
+    history = sorted(p.name for p in rig.directory.glob("evgw.toml.*"))
+    text = set_in_meter(running, "dc-02", "unit_id", "77")  # no meter answers there
+    code, reply, err = apply(rig, text)
+    assert code == 1, (reply, err)
+    assert reply["outcome"] == "rolled_back"
+    assert "meter dc-02" in reply["reason"] and f"{APPLY_TIMEOUT_S} s" in reply["reason"]
+    assert reply["parts"] == [f"meter line localhost:{rig.station.modbus_port}"]
+    assert rig.config.read_text() == running  # the file untouched, the history too
+    assert sorted(p.name for p in rig.directory.glob("evgw.toml.*")) == history
+    (event,) = events(rig, "config_rolled_back")
+    assert event["details"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert event["details"]["reason"] == reply["reason"]
+    wait_until(lambda: all_working(status(rig)), 15, "the restored meter working again")
+    assert status(rig)["config"]["sha256"] == hashlib.sha256(running.encode()).hexdigest()
+
+
+def test_invalid_or_restart_only_configs_are_refused(rig: Rig) -> None:
+    running = rig.config.read_text()
+    before = status(rig)
+    broken = running.replace("[station]\n", "[station]\ncolour = 1\n")
+    broken = set_in_meter(broken, "dc-01", "poll_interval_s", "0")
+    code, reply, _err = apply(rig, broken)
+    assert code == 1 and reply["outcome"] == "refused"
+    problems = "\n".join(reply["problems"])
+    for expected in ("station.colour: unknown key", "meters[0].poll_interval_s: expected"):
+        assert expected in problems, problems
+    crossed = set_in_meter(running, "dc-01", "connector_id", '"nowhere"')
+    crossed = crossed.replace(
+        'connector_id = "E2EDC0102"\ninterface', 'connector_id = "E2EDC0101"\ninterface'
+    )
+    code, reply, _err = apply(rig, crossed)
+    problems = "\n".join(reply["problems"])
+    assert (
+        code == 1 and "no connector 'nowhere'" in problems and "more than one CAN bus" in problems
+    )
+    done = run_cli("config", "apply", str(rig.directory / "new.toml"), "--config", str(rig.config))
+    assert done.returncode == 1 and done.stdout.startswith("refused, nothing changed:")
+    restart = running.replace("checkpoint_interval_s = 5", "checkpoint_interval_s = 6")
+    code, reply, _err = apply(rig, restart)
+    assert code == 1 and "ledger.checkpoint_interval_s: only a restart" in reply["problems"][0]
+    assert rig.config.read_text() == running
+    assert status(rig)["meter_lines"] == before["meter_lines"]
+    assert len(events(rig, "config_refused")) == 4
+    code, reply, _err = apply(rig, running)
+    assert code == 0 and reply["outcome"] == "unchanged"
+
+
+def test_usage_errors_and_no_service(rig: Rig, tmp_path: Path) -> None:
+    missing = run_cli("config", "apply", str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "file not found" in missing.stderr
+    binary = tmp_path / "bad.toml"
+    binary.write_bytes(b"\xff\xfe")
+    assert run_cli("config", "apply", str(binary)).returncode == 2
+    late = run_cli("config", "apply", str(rig.config), "--timeout", "0")
+    assert late.returncode == 2 and "outside 1..600" in late.stderr
+    nobody = run_cli("config", "apply", str(rig.config), "--socket", str(tmp_path / "status.sock"))
+    assert nobody.returncode == 1 and "is the service running?" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
+
+
+def test_hostile_config_requests_are_answered(rig: Rig) -> None:
+    sock = rig.directory / "status.sock"
+    for request in ({}, {"op": "drop"}, {"op": "apply", "toml": 5}, {"op": "apply", "toml": ""}):
+        reply = ask(sock, "config", request)
+        assert reply["ok"] is False and reply["outcome"] == "refused", reply
+    huge = ask(sock, "config", {"op": "apply", "toml": "#" * 40_000})
+    assert huge["ok"] is False and "32768" in json.dumps(huge)
+    assert all_working(status(rig))
+
+
+def test_mqtt_handler_applies_through_the_service(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVGW_CONFIG", str(rig.config))
+    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", "1")
+    answer = asyncio.run(apply_config(ServiceContext(STATION_ID, None), text, 5, "mqtt c-1"))
+    assert answer["outcome"] == "applied" and answer["requested_by"] == "mqtt c-1"
+    assert answer["changes"] == ["meters.dc-01.poll_interval_s: 2.0 → 1.0"]
+
+
+REQUEST_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["op", "toml", "timeout_s", "requested_by", "x"]) | st.text(max_size=8),
+        REQUEST_VALUES,
+        max_size=5,
+    )
+)
+def test_request_decoding_never_raises_anything_else(request: dict[str, Any]) -> None:
+    try:
+        decoded = decode_request(request)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(decoded, ApplyRequest) and decoded.op == "apply"
+        assert isinstance(decoded.toml, str) and len(decoded.toml) <= 32_768
