@@ -29,6 +29,7 @@ from agent.service.devices import Devices
 from agent.service.metrics import CountingLedger
 from agent.service.status_socket import register_handler
 from agent.service.systemd_notify import Notifier
+from agent.service.tariffs import TariffDesk, config_with_pushed
 from agent.service.views import connector_rows
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
@@ -153,6 +154,7 @@ class Runtime:
 
     async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
         """The runtime for a reloaded config; the ledger and key stay open."""
+        config = config_with_pushed(config)
         if Path(config.ledger.path) != self.ledger.path:
             log.warning(
                 "ledger.path changed to %s: it takes effect at the next restart; still using %s",
@@ -174,6 +176,7 @@ class Runtime:
             devices=Devices.build(config, self.writer.queue),
             uplinks=build_uplinks(config, secrets, self.ledger),
         )
+        self.writer.observers[:] = [runtime.devices.observe]
         for uplink in runtime.uplinks:
             await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
@@ -222,6 +225,8 @@ def build_components(runtime: Runtime) -> list[Component]:
     ]
     billing = BillingDesk(runtime.config, runtime.ledger)
     register_handler("billed", billing.billed)  # the MQTT billed command
+    tariffs = TariffDesk(runtime.config, runtime.ledger, runtime.writer.model)
+    register_handler("tariff", tariffs.tariff)  # the MQTT tariff command
     components.append(Component("billing", billing.run, intake=False))
     components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
@@ -259,6 +264,7 @@ def line_devices(devices: Devices) -> dict[str, Devices]:
 
 
 async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
+    config = config_with_pushed(config)  # the tariff versions the operator pushed
     key = GatewayKey.load(Path(config.ledger.key_path))
     ledger = await Ledger.open(
         Path(config.ledger.path),
@@ -299,6 +305,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         devices=Devices.build(config, queue),
         uplinks=build_uplinks(config, secrets, ledger),
     )
+    writer.observers[:] = [runtime.devices.observe]  # seal reads at session start and end
     for uplink in runtime.uplinks:
         await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)
