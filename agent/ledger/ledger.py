@@ -32,7 +32,7 @@ from agent.ledger.pressure import DEFAULT_BOUND_BYTES
 from agent.ledger.readcheck import ReadBatch
 from agent.ledger.reads import Reads
 from agent.ledger.state import StateFile
-from agent.ledger.store import WriterLock
+from agent.ledger.store import WriterLock, connector_index_op
 from agent.ledger.writer import Writer
 from agent.records.envelope import Record, StoredRecord, iso_ts
 
@@ -161,6 +161,7 @@ class Ledger:
         await asyncio.to_thread(self._state_file.open, self._writer.state())
         self._reads = Reads(self.path, self._writer, self._loop, exclusive=opened.exclusive)
         self._writer.start()
+        self._writer.run_op(connector_index_op(), None)
         for condition, message in notices.announce(self._writer, opened):
             self._set_condition(condition, True, message)
         self._start_background(integrity_delay_s)

@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from agent.errors import UserError
+
+log = logging.getLogger("agent.ledger")
 
 FORMAT: Final = "1"
 
@@ -167,8 +172,62 @@ def is_space_error(exc: BaseException) -> bool:
     )
 
 
+CONNECTOR_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS records_connector ON records (kind, connector_id, seq) "
+    "WHERE connector_id IS NOT NULL"
+)
+"""Serves the per-connector lookups of a start (the newest order, sample or event of each
+connector), which would otherwise walk every record of the kind. Built with the schema of a
+new ledger; a ledger made by an older release gets it once, from the writer after the open
+(:func:`add_connector_index`)."""
+
+
+def add_connector_index(conn: sqlite3.Connection) -> float | None:
+    """Build the index if it is missing (inside the writer's commit); seconds it took, None
+    when it was there or could not be built. A failure (a disk too full for it) is logged and
+    leaves the records' commit alone: the lookups stay correct without the index, only slower;
+    the next open tries again."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_connector'"
+    ).fetchone()
+    if found is not None:
+        return None
+    started = time.monotonic()
+    log.info("ledger: adding the per-connector index (once, after an update)")
+    try:
+        conn.execute("SAVEPOINT connector_index")
+        conn.execute(CONNECTOR_INDEX)
+        conn.execute("RELEASE connector_index")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK TO connector_index")
+            conn.execute("RELEASE connector_index")
+        log.warning("ledger: per-connector index not added (%s); start-up lookups are slower", exc)
+        return None
+    took = time.monotonic() - started
+    log.info("ledger: per-connector index added in %.1f s", took)
+    return took
+
+
+def connector_index_op() -> Callable[[sqlite3.Connection], float | None]:
+    """:func:`add_connector_index` as a writer op that tries once: when its commit is retried
+    (a full disk) it does nothing, so the records never wait for the index."""
+    tried = False
+
+    def op(conn: sqlite3.Connection) -> float | None:
+        nonlocal tried
+        if tried:
+            return None
+        tried = True
+        return add_connector_index(conn)
+
+    return op
+
+
 def create_schema(conn: sqlite3.Connection, gateway_id: str) -> None:
     conn.executescript(SCHEMA)
+    if conn.execute("SELECT max(seq) FROM records").fetchone()[0] is None:
+        conn.execute(CONNECTOR_INDEX)  # a new ledger: instant
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('gateway_id', ?)", (gateway_id,))

@@ -15,9 +15,11 @@ import re
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent.ledger import GatewayKey, Ledger
+from agent.records.envelope import Record
 from tests.ledger.helpers import record
 
 SMALL: frozenset[str] = frozenset({"meta", "cursors", "keys", "sqlite_master", "sqlite_schema"})
@@ -99,3 +101,46 @@ async def test_no_run_time_query_scans_a_table(tmp_path: Path, traced: set[str])
     finally:
         conn.close()
     assert not bad, "\n".join(f"{found}: {q[:300]}" for q, found in bad.items())
+
+
+def at(r: Record, connector_id: str | None) -> Record:
+    return msgspec.structs.replace(r, connector_id=connector_id)
+
+
+async def test_per_connector_lookups_use_their_index(tmp_path: Path) -> None:
+    """The newest record of one connector is found through ``records_connector``, also when
+    that connector has none of the kind (a DC connector without a meter: no walk through
+    every meter sample); a ledger made before the index gets it once, after the open, while
+    records keep being written."""
+    path = tmp_path / "l.db"
+    key = GatewayKey.generate()
+    ledger = await Ledger.open(path, gateway_id="GW1", key=key, integrity_delay_s=None)
+    for n in range(300):
+        ledger.append_nowait(at(record("meter_sample", n=n), "C1" if n % 3 else None))
+    await ledger.flush()
+    assert await ledger.find("meter_sample", connector_id="C2", limit=1, newest_first=True) == []
+    newest = await ledger.find("meter_sample", connector_id="C1", limit=1, newest_first=True)
+    assert [r.seq for r in newest] == [300]
+    await ledger.close()
+
+    conn = sqlite3.connect(path)
+    sql = (
+        "SELECT seq FROM records WHERE kind = 'meter_sample' AND data IS NOT NULL "
+        "AND connector_id = 'C2' ORDER BY seq DESC LIMIT 1"
+    )
+    plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "records_connector" in plan, plan
+    conn.execute("DROP INDEX records_connector")  # as a ledger of an older release
+    conn.commit()
+    conn.close()
+
+    ledger = await Ledger.open(path, gateway_id="GW1", key=key, integrity_delay_s=None)
+    ledger.append_nowait(at(record("meter_sample", n=300), "C2"))
+    await ledger.flush()
+    found = await ledger.find("meter_sample", connector_id="C2", limit=1, newest_first=True)
+    assert [r.seq for r in found] == [301]
+    await ledger.close()
+    conn = sqlite3.connect(path)
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    conn.close()
+    assert "records_connector" in names
