@@ -137,6 +137,12 @@ class RegisterTrail:
             self._points.append((boundary, energy_at((last, (ts, energy_kwh)), boundary)))
         self._last = (ts, energy_kwh)
 
+    def add_boundaries(self, boundaries: Sequence[float]) -> None:
+        """More boundaries (a tariff version pushed while the session runs): those after the
+        latest read are kept like the first ones; earlier ones are past (nothing to keep)."""
+        after = self._last[0] if self._last is not None else float("-inf")
+        self._pending = sorted(set(self._pending) | {b for b in boundaries if b > after})
+
     def readings(self) -> list[tuple[float, float]]:
         """Time-ordered ``(ts, kWh)``: what :func:`bill` needs for the session so far."""
         if self._last is None:

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "status",
         help="show what the running service is doing",
         description=(
-            "Ask the running evgw service (over its Unix socket) for connectors, sessions, "
-            "alarms, the ledger and each uplink's backlog and last error."
+            "Ask the running evgw service (over its Unix socket) for connectors (sessions, "
+            "alarms, the tariff in force), the ledger and each uplink's backlog and last error."
         ),
     )
     parser.add_argument(

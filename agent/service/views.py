@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Any
 
 from agent.station.connector import ConnectorModel
@@ -10,8 +12,24 @@ from agent.station.model import StationModel
 STATUS_NAMES = {0: "offline", 1: "idle", 2: "occupied", 3: "charging", 4: "reserved", 255: "fault"}
 
 
-def connector_row(cm: ConnectorModel) -> dict[str, Any]:
-    """One connector: T/CEC status, GB/T phase, SOC, power, meter energy, active alarms."""
+def tariff_in_force(cm: ConnectorModel, now: float) -> str | None:
+    """``std peak 1.0200+0.8000`` (the period in force, electricity + service yuan/kWh), with
+    ``(from …)`` for a later version of the tariff; None without a tariff."""
+    if cm.tariffs is None or cm.tariff_id is None:
+        return None
+    tariff = cm.tariffs.in_force(cm.tariff_id, now)
+    if tariff is None:
+        return f"{cm.tariff_id} (not yet in force)"
+    local = dt.datetime.fromtimestamp(now, cm.tariffs.tz)
+    second = local.hour * 3600 + local.minute * 60 + local.second
+    period, _end = tariff.period_at(second)
+    since = f" (from {tariff.valid_from})" if tariff.valid_from is not None else ""
+    return f"{tariff.id} {period.type} {period.elec_price}+{period.service_price}{since}"
+
+
+def connector_row(cm: ConnectorModel, now: float | None = None) -> dict[str, Any]:
+    """One connector: T/CEC status, GB/T phase, SOC, power, meter energy, active alarms and
+    the tariff in force."""
     s = cm.session
     reading = cm.reading
     power_w = reading.power_w if reading is not None else None
@@ -26,6 +44,7 @@ def connector_row(cm: ConnectorModel) -> dict[str, Any]:
         "energy_kwh": round(cm.last_energy_kwh, 2) if cm.last_energy_kwh is not None else None,
         "session": s.session_id if s is not None else None,
         "alarms": cm.alarms.active_codes(),
+        "tariff": tariff_in_force(cm, time.time() if now is None else now),
     }
 
 

@@ -18,7 +18,10 @@ from agent.records.bodies import ChargeDetailBody
 from agent.records.envelope import iso_ts
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from agent.config.schema import Config
+    from agent.station.connector import ConnectorModel
     from agent.station.session import Session
 
 
@@ -26,6 +29,19 @@ def tariff_book(config: Config) -> TariffBook | None:
     return (
         TariffBook.from_config(config.tariffs, config.station.timezone) if config.tariffs else None
     )
+
+
+def apply_book(connectors: Iterable[ConnectorModel], book: TariffBook, horizon_h: float) -> None:
+    """A new tariff book for every connector (a version pushed by the operator): a running
+    session's trail learns the boundaries the new version adds, so its bill splits there."""
+    for c in connectors:
+        c.tariffs = book
+        s = c.session
+        if s is not None and s.trail is not None and c.tariff_id is not None:
+            end = s.start_ts + horizon_h * 3600.0
+            s.trail.add_boundaries(
+                [seg.end_ts for seg in book.segments(c.tariff_id, s.start_ts, end)]
+            )
 
 
 def note_register(

@@ -4,8 +4,8 @@ Each platform key has a role (``[uplinks.mqtt] command_keys = {read = …, opera
 admin = …}``; the older single ``command_pubkey_file`` is the ``admin`` key). A role may run
 its own commands and those of the roles below it: ``read`` asks (status, queries, the
 config), ``operate`` acts without changing the configuration (resend, diagnostics),
-``admin`` may do everything (software updates). The billing system's
-``billed`` figures are ``operate``. Every command has a rate limit per minute,
+``admin`` may do everything (software updates, tariff changes). The
+billing system's ``billed`` figures are ``operate``. Every command has a rate limit per minute,
 counted only for commands whose signature checked out, so a flood of forgeries cannot lock
 the platform out.
 """
@@ -26,6 +26,7 @@ COMMAND_ROLE: Final[dict[str, str]] = {
     "resend": "operate",
     "diag": "operate",
     "billed": "operate",
+    "tariff": "admin",
     "update": "admin",
 }
 RATE_PER_MINUTE: Final[dict[str, int]] = {
@@ -36,6 +37,7 @@ RATE_PER_MINUTE: Final[dict[str, int]] = {
     "resend": 5,
     "diag": 30,
     "billed": 120,
+    "tariff": 6,
     "update": 6,
 }
 """A diagnostics archive is asked for part by part, hence the higher ``diag`` limit; an

@@ -25,7 +25,8 @@ hash and a ``part``), ``update`` (``url``, ``sha256``, ``sig``: download a relea
 root updater, :mod:`agent.uplink.mqtt.command_update`), ``billed`` (``session_id`` or
 ``start_charge_seq``, ``billed_kwh``, ``billed_yuan``: what the operator's billing system
 charged for a session, compared by the running service with its metered order and money,
-docs/BILLING.md).
+docs/BILLING.md), ``tariff`` (``tariff``: a new version of a configured tariff with its
+``valid_from``, validated like the file, kept and applied by the running service).
 
 Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
 carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
@@ -134,6 +135,11 @@ class _BilledArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The T/CEC StartChargeSeq of the order (instead of ``session_id``)."""
 
 
+class _TariffArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tariff: dict[str, Any]
+    """A ``[[tariffs]]`` entry (``id``, ``valid_from``, ``periods``), checked by the service."""
+
+
 DIAG_CHUNK_RANGE: Final = (1024, 262_144)
 DIAG_KEEP_S: Final = 600.0
 """How long a built archive stays available for its later parts."""
@@ -151,6 +157,7 @@ ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "config.get": _ConfigGetArgs,
     "update": _UpdateArgs,
     "billed": _BilledArgs,
+    "tariff": _TariffArgs,
 }
 assert set(ARG_TYPES) == set(COMMAND_ROLE), "every command has a role"
 
@@ -378,9 +385,9 @@ class CommandHandler:
 
     async def _execute(self, name: str, args: msgspec.Struct, command_id: str) -> Any:
         ledger = self._ledger
-        if isinstance(args, _BilledArgs):
+        if isinstance(args, _BilledArgs | _TariffArgs):
             return await self._service(
-                "billed", {**msgspec.structs.asdict(args), "command_id": command_id}
+                name, {**msgspec.structs.asdict(args), "command_id": command_id}
             )
         if isinstance(args, _StatusArgs):
             uplink = self.settings.uplink_name
