@@ -1,14 +1,17 @@
-"""``evgw replay --can FILE [--connector ID] [--config CFG]``: what the gateway would report for
-a recorded session."""
+"""``evgw replay --can FILE [--connector ID] [--config CFG] [--plot OUT]``: what the gateway
+would report for a recorded session, and optionally its plot (as ``evgw session plot``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 import msgspec
 
+from agent.commands.session import from_capture
+from agent.commands.session_plot import draw
 from agent.config.load import load_config
 from agent.errors import UserError
 from agent.station.replay import (
@@ -53,6 +56,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="CFG",
         help="evgw.toml for station ids and thresholds (default: a one-connector DC station)",
     )
+    parser.add_argument(
+        "--plot",
+        metavar="OUT",
+        type=Path,
+        help=(
+            "also draw the capture's first session to OUT (.png, .svg, .pdf; needs the "
+            "optional extra evgw[plot]); other sessions: evgw session plot --can FILE N OUT"
+        ),
+    )
     parser.set_defaults(func=_replay)
 
 
@@ -91,4 +103,8 @@ def _replay(args: argparse.Namespace) -> int:
             " were taken per message cycle and durations are unknown"
         )
     print(f"evgw replay: {args.can}: {summary}", file=sys.stderr)
+    if args.plot is not None:
+        series = from_capture(Path(args.can), None)
+        draw(series, args.plot)
+        print(f"evgw replay: wrote {args.plot}: {len(series.t_s)} samples", file=sys.stderr)
     return 0

@@ -44,6 +44,18 @@ def test_plot_the_real_capture(capture_path: Path, tmp_path: Path) -> None:
     check_image(out)
 
 
+def test_replay_plots_the_capture_as_it_replays_it(capture_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "replay.png"
+    done = run("replay", "--can", str(capture_path), "--plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert '"kind":"charge_order"' in done.stdout  # the records still go to stdout
+    assert f"wrote {out}: 27 samples" in done.stderr
+    check_image(out)
+    bad = run("replay", "--can", str(capture_path), "--plot", str(tmp_path / "x.nosuchformat"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert "cannot write" in bad.stderr
+
+
 async def _ledger_from(capture: Path, path: Path) -> str:
     records = replay_file(capture)
     ledger = await Ledger.open(path, gateway_id="gw-plot", key=GatewayKey.generate())
