@@ -10,8 +10,9 @@ reply ``D1`` with that byte), ``echo`` (the line echoes the request first), ``no
 come in "more follows" pieces, each fetched with a follow-up read).
 
 ``Dlt645SimServer([meters…]).start_serial(port, baud=…)`` serves them on a serial device
-(one end of a socat pty pair). With ``paced=True`` every reply waits for the wire time of
-the request and the reply at the line's baud rate, as a real line would.
+(one end of a socat pty pair); ``start_pty()`` on a pseudo-terminal of its own (the demo).
+With ``paced=True`` every reply waits for the wire time of the request and the reply at the
+line's baud rate, as a real line would.
 
     python -m sim.dlt645_meter --meter dlt645-2007:123456789012 --serial /dev/pts/7
 """
@@ -24,6 +25,7 @@ import contextlib
 import datetime
 import os
 import time
+import tty
 from collections.abc import Callable, Iterable
 
 import serial
@@ -164,7 +166,8 @@ class Dlt645SimServer:
         self.baud = 2400
         self.bits_per_char = 11
         self.paced = False
-        self._port: serial.Serial | None = None
+        self._fd: int | None = None
+        self._close: list[Callable[[], None]] = []
         self._rx = Receiver()
         self._task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Frame] = asyncio.Queue()
@@ -184,15 +187,27 @@ class Dlt645SimServer:
     ) -> None:
         self.baud, self.paced = baud, paced
         self.bits_per_char = 1 + 8 + (0 if parity == "N" else 1) + stopbits
-        self._port = serial.Serial(port, baudrate=baud, parity=parity, stopbits=stopbits, timeout=0)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self._port.fileno(), self._readable)
+        line = serial.Serial(port, baudrate=baud, parity=parity, stopbits=stopbits, timeout=0)
+        self._listen(line.fileno(), [line.close])
+
+    async def start_pty(self) -> str:
+        """Serve on a new pseudo-terminal (no socat needed); returns the device the gateway
+        opens. The meter side keeps the other end open, so the gateway may close and reopen."""
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._listen(master, [lambda: os.close(master), lambda: os.close(slave)])
+        return os.ttyname(slave)
+
+    def _listen(self, fd: int, close: list[Callable[[], None]]) -> None:
+        self._fd, self._close = fd, close
+        asyncio.get_running_loop().add_reader(fd, self._readable)
         self._task = asyncio.create_task(self._serve())
 
     def _readable(self) -> None:
-        assert self._port is not None
+        assert self._fd is not None
         try:
-            data = os.read(self._port.fileno(), 4096)
+            data = os.read(self._fd, 4096)
         except (BlockingIOError, OSError):
             return
         self._rx.feed(data)
@@ -215,7 +230,7 @@ class Dlt645SimServer:
                 await self._reply(meter, request)
 
     async def _reply(self, meter: SimDltMeter, request: Frame) -> None:
-        assert self._port is not None
+        assert self._fd is not None
         wire = b""
         if meter.echo:
             wire += encode_frame(request)
@@ -234,17 +249,18 @@ class Dlt645SimServer:
         if delay:
             await asyncio.sleep(delay)
         with contextlib.suppress(OSError):
-            os.write(self._port.fileno(), wire)
+            os.write(self._fd, wire)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._port is not None:
-            asyncio.get_running_loop().remove_reader(self._port.fileno())
-            self._port.close()
-            self._port = None
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            for close in self._close:
+                close()
+            self._fd = None
 
 
 def _meter_arg(text: str) -> tuple[str, str]:

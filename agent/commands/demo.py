@@ -117,7 +117,11 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
     platform = start_platform(state_dir, write_demo_secrets(state_dir))
     broker = start_broker(state_dir)
     config_path = write_demo_config(
-        state_dir, port, cec_url=platform.base_url, mqtt_port=broker[1] if broker else None
+        state_dir,
+        port,
+        station.dlt645_port,
+        cec_url=platform.base_url,
+        mqtt_port=broker[1] if broker else None,
     )
     service = Service(config_path)
     task = asyncio.create_task(service.run(), name="service")

@@ -1,8 +1,9 @@
 """The end-of-run report of ``evgw demo``: what the ledger holds and whether it verifies.
 
 Built from the ledger file after the service closed it: records by kind, per-uplink cursor
-and backlog, the whole chain exported and verified against the gateway's public key, and
-each charging order with its energy audit (meter vs charger vs the CCS integral).
+and backlog, the whole chain exported and verified against the gateway's public key, each
+charging order with its energy audit (meter vs charger vs the CCS integral) and its meter
+flags, and the site alarms (meter seals, site inputs, the grid) with their messages.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from agent.ledger.verify import verify_lines
 from agent.station.codes import (
     ALARM_CODES,
     AUDIT_TYPE,
+    SEAL_TYPE,
+    SITE_TYPE,
     STOP_BMS,
     STOP_CHARGER_FAULT,
     STOP_DISCONNECTED,
@@ -68,6 +71,15 @@ ORDER_FIELDS = (
     "soc_start_pct",
     "soc_end_pct",
 )
+SITE_CAUSES = ("seal.", "input.", "grid.")
+"""The causes of the site alarms (agent.station.site)."""
+
+
+def is_site_alarm(body: dict[str, Any]) -> bool:
+    causes = body.get("causes") or ()
+    return body.get("type") in (SEAL_TYPE, SITE_TYPE) or any(
+        str(c).startswith(SITE_CAUSES) for c in causes
+    )
 
 
 def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
@@ -82,6 +94,7 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     orders: list[dict[str, Any]] = []
     alarms: Counter[str] = Counter()
+    site_alarms: list[dict[str, Any]] = []
     last_order: dict[str, dict[str, Any]] = {}
     for line in lines:
         item = msgspec.json.decode(line)
@@ -96,6 +109,10 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
             last_order[connector] = order
         elif item["kind"] == "alarm" and body.get("status") == "raised":
             alarms[str(body.get("code"))] += 1
+            if is_site_alarm(body):
+                site_alarms.append(
+                    {"code": body["code"], "connector_id": connector, "message": body["message"]}
+                )
             # the station model writes an order's audit alarms right after the order
             if body.get("type") == AUDIT_TYPE and connector in last_order:
                 last_order[connector]["audit_codes"].append(body["code"])
@@ -107,6 +124,7 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
         "chain_problems": [str(p) for p in verification.problems[:10]],
         "signed_upto_seq": verification.signed_upto,
         "alarms_raised_by_code": dict(sorted(alarms.items())),
+        "site_alarms": site_alarms,
         "orders": [
             {
                 **{k: order.get(k) for k in ORDER_FIELDS},
@@ -114,6 +132,11 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
                 if order["audit_codes"]
                 else "ok",
                 "ocmf_signed": bool(order.get("ocmf")),
+                "meter_flags": sorted(
+                    k
+                    for k, v in (order.get("stop_bits") or {}).items()
+                    if k.startswith("meter.") and v
+                ),
             }
             for order in orders
         ],
@@ -141,6 +164,12 @@ def render_report(report: dict[str, Any]) -> str:
         lines += [
             f"    {alarm_text(code)} ×{n}" for code, n in report["alarms_raised_by_code"].items()
         ]
+    if report.get("site_alarms"):
+        lines.append("  meter seals and site inputs:")
+        lines += [
+            f"    {a['code']} on {a['connector_id'] or 'the station'}: {a['message']}"
+            for a in report["site_alarms"]
+        ]
     platforms = report.get("platforms", {})
     if platforms.get("cec_platform_accepted"):
         got = platforms["cec_platform_accepted"]
@@ -161,4 +190,6 @@ def render_report(report: dict[str, Any]) -> str:
             f"{', OCMF signed' if o['ocmf_signed'] else ''}"
         )
         lines.append(f"      stop reason {stop_text(o['stop_reason'])}")
+        if o.get("meter_flags"):
+            lines.append(f"      flagged: {', '.join(o['meter_flags'])}")
     return "\n".join(lines)

@@ -2,14 +2,18 @@
 
 The station of ``config/demo.toml``: two DC connectors whose charger↔BMS conversations are
 played by :mod:`sim.charging` onto python-can virtual buses, one AC connector, and four
-meters (one per connector plus the station main meter) emulated by :mod:`sim.meter` over
-Modbus TCP on loopback, driven from the same power curves. The gateway is the unmodified
+meters (one per connector plus the station main meter) driven from the same power curves:
+three emulated by :mod:`sim.meter` over Modbus TCP on loopback, gun B's a DL/T 645 DC meter
+(:mod:`sim.dlt645_meter`) on a pseudo-terminal. A DI module on the Modbus line carries the
+charger's service-door contact. The gateway is the unmodified
 :class:`~agent.service.runner.Service`, reading those devices like real ones.
 
 Everything the demo simulates runs in real time so the figures agree: the meters integrate
 the power the sessions draw, and the energy audit compares like with like. One DC session
 in three carries a fault (an insulation fault stopped by the BMS, an emergency stop), so
-alarms are raised and cleared while you watch.
+alarms are raised and cleared while you watch. Gun B's meter cover is opened once, during
+its first session (a tamper alarm, and that order is flagged), and the service door is
+opened for a few seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import can
 from agent.config.resources import read_resource
 from agent.ledger import GatewayKey
 from agent.uplink.cec.codec import CecSecrets
+from drivers.dlt645.profile import load_dlt645_profiles
+from drivers.inputs.profile import load_module_profiles
 from drivers.modbus.profile import load_profiles
 from sim.charging import (
     ChargerProfile,
@@ -44,13 +50,21 @@ from sim.charging import (
     generate,
 )
 from sim.charging_output import play
-from sim.meter import MeterSimServer, SimMeter
+from sim.di_module import SimDiModule
+from sim.dlt645_meter import Dlt645SimServer, SimDltMeter
+from sim.meter import MeterPhysics, MeterSimServer, SimMeter
 from sim.platform import PlatformServer, PlatformSettings
 
 log = logging.getLogger("evgw.demo")
 
 DC_CONNECTORS = (("DEMODC0101", "demo-dc-a", 1), ("DEMODC0102", "demo-dc-b", 2))
 AC_UNIT, MAIN_UNIT = 3, 4
+DLT645_UNIT, DLT645_ADDRESS = 2, "000000000102"
+"""Gun B's meter: DL/T 645, found by its address (``unit`` only keys it here)."""
+DI_UNIT, DOOR_CHANNEL = 9, 0
+COVER_OPEN_AT_S = 8.0
+"""When gun B's meter cover is opened (its first session is charging by then)."""
+DOOR_OPEN_S = (30.0, 36.0)
 AC_POWER_W = 7000.0
 IDLE_BETWEEN_SESSIONS_S = 6.0
 
@@ -93,9 +107,14 @@ def write_demo_secrets(state_dir: Path) -> dict[str, str]:
 
 
 def write_demo_config(
-    state_dir: Path, modbus_port: int, cec_url: str | None = None, mqtt_port: int | None = None
+    state_dir: Path,
+    modbus_port: int,
+    dlt645_port: str,
+    cec_url: str | None = None,
+    mqtt_port: int | None = None,
 ) -> Path:
-    """The demo config with its state folder and simulator endpoints filled in, plus a key.
+    """The demo config with its state folder and simulator endpoints (the Modbus TCP port,
+    the DL/T 645 line's device) filled in, plus a key.
 
     Without ``cec_url`` the T/CEC uplink is disabled; with ``mqtt_port`` an MQTT uplink to a
     local broker (plain TCP on loopback) is added.
@@ -105,6 +124,7 @@ def write_demo_config(
         read_resource("demo.toml")
         .replace("@STATE_DIR@", str(state_dir.resolve()))
         .replace("tcp_port = 15020", f"tcp_port = {modbus_port}")
+        .replace('port = "/dev/ttyDEMO645"', f'port = "{dlt645_port}"')
     )
     if cec_url is None:
         text = text.replace("[uplinks.cec]\nenabled = true", "[uplinks.cec]\nenabled = false")
@@ -169,27 +189,41 @@ def start_broker(state_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
 class DemoStation:
     """The simulated devices; ``truth`` records what was played, for the report."""
 
-    meters: dict[int, SimMeter] = field(default_factory=dict)
+    meters: dict[int, MeterPhysics] = field(default_factory=dict)
     server: MeterSimServer | None = None
+    dlt645: Dlt645SimServer | None = None
+    dlt645_port: str = ""
+    """The device of the DL/T 645 line (after :meth:`start_meters`)."""
+    door: SimDiModule | None = None
     truth: list[dict[str, Any]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_meters(self) -> int:
+        """Start the Modbus TCP line (returns its port) and the DL/T 645 line."""
         profiles = load_profiles()
         clock = time.time
-        self.meters = {
+        modbus = {
             1: SimMeter(
                 profiles["djsf1352"], 1, clock=clock, voltage_v=0.0, energy_import_kwh=1520.0
-            ),
-            2: SimMeter(
-                profiles["djsf1352"], 2, clock=clock, voltage_v=0.0, energy_import_kwh=873.5
             ),
             AC_UNIT: SimMeter(profiles["ddsu666"], AC_UNIT, clock=clock, energy_import_kwh=311.2),
             MAIN_UNIT: SimMeter(
                 profiles["dtsu666"], MAIN_UNIT, clock=clock, energy_import_kwh=50210.0
             ),
         }
-        self.server = MeterSimServer(self.meters.values())
+        dc_b = SimDltMeter(
+            load_dlt645_profiles()["dcm3366q"],
+            DLT645_ADDRESS,
+            clock=clock,
+            voltage_v=0.0,
+            energy_import_kwh=873.5,
+        )
+        self.meters = {**modbus, DLT645_UNIT: dc_b}
+        self.door = SimDiModule(load_module_profiles()["generic-di8"], DI_UNIT)
+        self.door.set(DOOR_CHANNEL, True)  # the loop is closed: the door is shut
+        self.dlt645 = Dlt645SimServer([dc_b])
+        self.dlt645_port = await self.dlt645.start_pty()
+        self.server = MeterSimServer([*modbus.values(), self.door])
         return await self.server.start_tcp("127.0.0.1", 0)
 
     def start_sessions(self) -> None:
@@ -201,6 +235,20 @@ class DemoStation:
             )
         self._tasks.append(asyncio.create_task(self._ac_loop(), name="sim-ac"))
         self._tasks.append(asyncio.create_task(self._main_meter_loop(), name="sim-main"))
+        self._tasks.append(asyncio.create_task(self._site(), name="sim-site"))
+
+    async def _site(self) -> None:
+        """Open gun B's meter cover once, and the service door for a few seconds."""
+        meter, door = self.meters[DLT645_UNIT], self.door
+        assert isinstance(meter, SimDltMeter) and door is not None
+        await asyncio.sleep(COVER_OPEN_AT_S)
+        meter.open_cover()
+        self.truth.append({"connector_id": "DEMODC0102", "meter_cover_opened_ts": time.time()})
+        opened, closed = DOOR_OPEN_S
+        await asyncio.sleep(opened - COVER_OPEN_AT_S)
+        door.set(DOOR_CHANNEL, False)
+        await asyncio.sleep(closed - opened)
+        door.set(DOOR_CHANNEL, True)
 
     async def _dc_loop(self, connector_id: str, channel: str, unit: int) -> None:
         meter = self.meters[unit]
@@ -236,7 +284,7 @@ class DemoStation:
             bus.shutdown()
 
     @staticmethod
-    async def _follow(session: SimSession, meter: SimMeter) -> None:
+    async def _follow(session: SimSession, meter: MeterPhysics) -> None:
         """Keep the DC meter on the session's power curve."""
         while True:
             point = session.at(time.time())
@@ -274,3 +322,5 @@ class DemoStation:
                 await task
         if self.server is not None:
             await self.server.stop()
+        if self.dlt645 is not None:
+            await self.dlt645.stop()

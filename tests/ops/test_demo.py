@@ -42,7 +42,8 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert report["chain_verified"] is True
     kinds = report["records_by_kind"]
     assert kinds["identity"] == 1
-    assert kinds["event"] == 2  # gateway started, gateway stopped
+    # gateway started and stopped; the DL/T 645 meter's identity and counts, its cover opening
+    assert kinds["event"] == 5
     assert kinds["connector_status"] >= 6  # three connectors, idle then occupied/charging
     assert kinds["meter_sample"] >= 4
     # both DC sessions were running when the demo stopped: each left an order, closed at stop
@@ -52,6 +53,10 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
         assert order["ocmf_signed"] is True
         assert order["vin"].startswith("LSIMDEMO")
         assert order["energy_kwh"] > 0
+    # gun B's meter cover was opened once during its session: the tamper alarm, the order flagged
+    [tamper] = [a for a in report["site_alarms"] if a["code"] == 9101]
+    assert tamper["connector_id"] == "DEMODC0102" and "meter_cover_open 0→1" in tamper["message"]
+    assert "9101 on DEMODC0102: meter cover opened" in result.stdout
     # the embedded T/CEC receiver got the identity, statuses and orders, once each
     platforms = report["platforms"]
     assert platforms["cec_platform_accepted"]["notification_stationInfo"] == 1

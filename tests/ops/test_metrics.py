@@ -29,7 +29,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_metrics_endpoint(tmp_path: Path) -> None:
     station = DemoStation()
     port = await station.start_meters()
-    config = write_demo_config(tmp_path, port)
+    config = write_demo_config(tmp_path, port, station.dlt645_port)
     metrics_port = free_port()
     config.write_text(config.read_text() + f"\n[metrics]\nenabled = true\nport = {metrics_port}\n")
     service = Service(config)
