@@ -176,6 +176,7 @@ class Runtime:
             devices=Devices.build(config, self.writer.queue),
             uplinks=build_uplinks(config, secrets, self.ledger),
         )
+        self.writer.observers[:] = [runtime.devices.observe]
         for uplink in runtime.uplinks:
             await self.ledger.register_uplink(uplink.name)
         runtime.components = build_components(runtime)
@@ -304,6 +305,7 @@ async def build_runtime(config: Config, secrets: Secrets) -> Runtime:
         devices=Devices.build(config, queue),
         uplinks=build_uplinks(config, secrets, ledger),
     )
+    writer.observers[:] = [runtime.devices.observe]  # seal reads at session start and end
     for uplink in runtime.uplinks:
         await ledger.register_uplink(uplink.name)
     runtime.components = build_components(runtime)
