@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,9 @@ class Staged:
 
     @classmethod
     def write(cls, path: Path, data: bytes) -> Staged:
+        for stale in path.parent.glob(f".{path.name}.apply-*"):  # left by a crash
+            with contextlib.suppress(OSError):
+                stale.unlink()
         temp = path.with_name(f".{path.name}.apply-{os.getpid()}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
@@ -133,7 +137,10 @@ class Staged:
             for older, newer in zip(reversed(history[:-1]), reversed(history[1:]), strict=True):
                 with contextlib.suppress(FileNotFoundError):
                     older.rename(newer)
-            os.link(self.path, history[0])  # the file stays in place until the rename
+            try:
+                os.link(self.path, history[0])  # the file stays in place until the rename
+            except OSError:  # a file system without hard links
+                shutil.copy2(self.path, history[0])
             kept = history[0].name
         self.temp.rename(self.path)
         fd = os.open(self.path.parent, os.O_RDONLY)

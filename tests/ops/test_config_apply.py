@@ -83,8 +83,8 @@ def apply(rig: Rig, text: str, *extra: str) -> tuple[int, dict[str, Any], str]:
     return done.returncode, json.loads(done.stdout) if done.stdout else {}, done.stderr
 
 
-def bus_opens(rig: Rig) -> int:
-    return len(re.findall(r"CAN bus of \S+ open", rig.agent.log_text()))
+def bus_opens(rig: Rig, connector: str = r"\S+") -> int:
+    return len(re.findall(rf"CAN bus of {connector} open", rig.agent.log_text()))
 
 
 def events(rig: Rig, name: str) -> list[dict[str, Any]]:
@@ -163,6 +163,52 @@ def test_changed_uplink_reconnects_alone(rig: Rig) -> None:
         text.replace("keepalive_s = 30\n", ""), "dc-01", "poll_interval_s", "2"
     )
     assert rig.config.with_name("evgw.toml.2").exists()
+
+
+def test_changed_bus_reopens_alone(rig: Rig) -> None:
+    before = status(rig)
+    opens = {cid: bus_opens(rig, cid) for cid in rig.connectors}
+    first, second = rig.connectors
+    text = rig.config.read_text().replace(
+        f'connector_id = "{second}"\ninterface = "slcan"\n',
+        f'connector_id = "{second}"\ninterface = "slcan"\nbitrate = 500000\n',
+    )
+    code, reply, err = apply(rig, text)
+    assert code == 0, (reply, err)
+    assert reply["parts"] == [f"CAN bus of {second}"]
+    after = status(rig)
+    assert bus_opens(rig, second) == opens[second] + 1 and bus_opens(rig, first) == opens[first]
+    assert after["can_buses"][first]["frames"] > before["can_buses"][first]["frames"]
+    assert after["tasks"][f"can-{second}"]["state"] == "running"
+    assert after["meter_lines"] == before["meter_lines"]
+    # the session on the other bus went on; the one on the rebuilt bus was closed when its
+    # listener stopped (an interrupted order) and the next frames opened a new one
+    assert sessions(after)[0] == sessions(before)[0]
+    (order,) = [
+        r["body"]
+        for r in ledger_records(rig.ledger_path)
+        if r["kind"] == "charge_order" and r["body"]["session_id"] == sessions(before)[1]
+    ]
+    assert order["interrupted"] is True
+    wait_until(lambda: all(sessions(status(rig))), 10, "the new session on the rebuilt bus")
+
+
+def test_station_identity_reaches_the_model_and_every_uplink(rig: Rig) -> None:
+    before = status(rig)
+    connects = rig.agent.log_text().count("MQTT connected")
+    text = rig.config.read_text().replace('name = "evgw e2e station"', 'name = "evgw station 2"')
+    code, reply, err = apply(rig, text)
+    assert code == 0, (reply, err)
+    assert reply["parts"] == ["station model", "uplink mqtt", "uplink cec"]
+    assert rig.agent.log_text().count("MQTT connected") == connects + 1
+    names = [
+        r["body"]["station"]["name"]
+        for r in ledger_records(rig.ledger_path)
+        if r["kind"] == "identity"
+    ]
+    assert names[-1] == "evgw station 2"
+    after = status(rig)
+    assert after["meter_lines"] == before["meter_lines"] and sessions(after) == sessions(before)
 
 
 def test_breaking_a_working_meter_rolls_back(rig: Rig) -> None:
