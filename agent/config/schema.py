@@ -274,6 +274,16 @@ class SafetySection(Section, kw_only=True):
     """Billed against the gateway's own money: a larger difference is alarm 9009."""
     billed_deadline_s: Annotated[float, Meta(ge=0, le=30 * 86400)] = 86400.0
     """An order without a billed figure this long after its end is alarm 9010 (0: off)."""
+    no_energy_current_a: Annotated[float, Meta(gt=0, le=1000)] = 5.0
+    """An order with no metered energy while the BMS reported more current is alarm 9011."""
+    short_session_s: Annotated[float, Meta(ge=0, le=3600)] = 10.0
+    short_session_energy_kwh: NonNegative = 0.1
+    """A session shorter than ``short_session_s`` with more energy is alarm 9012."""
+    duplicate_order_window_h: Annotated[float, Meta(ge=0, le=720)] = 48.0
+    """A second order for a session whose order was written this recently is alarm 9013."""
+    energy_above_power_pct: Percent = 10.0
+    """Energy above peak power x duration by more than this (and ``energy_tolerance_kwh``) is
+    alarm 9015."""
 
 
 class MetricsSection(Section, kw_only=True):

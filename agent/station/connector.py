@@ -22,7 +22,7 @@ from agent.config.schema import (
 )
 from agent.records.bodies import BmsProcessBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
-from agent.station import codes, gbt_events, meter_events, resume
+from agent.station import abnormal, codes, gbt_events, meter_events, resume
 from agent.station.alarms import AlarmBook, AlarmEdge, Scope, alarm_body
 from agent.station.audit import audit_energy
 from agent.station.bms_process import bms_body
@@ -105,6 +105,7 @@ class ConnectorModel:
         self.fault = False
         self.reserved = False
         self.alarms = AlarmBook()
+        self.orders_seen = abnormal.AbnormalWatch()
         self.last_bus_ts: float | None = None
         self.last_meter_ts: float | None = None
         self.meter_online = True
@@ -375,7 +376,7 @@ class ConnectorModel:
         )
         order = msgspec.structs.replace(order, **money)
         self.stats.add_stop_reason(self.connector_id, reason)
-        out = [self.record("charge_order", end_ts, order)]
+        out = [self.record("charge_order", end_ts, order), *abnormal.alarms(self, ts, s, order)]
         meter_kwh, charger_kwh, ccs_kwh = session_energies(s)
         # a counter that saw part of the session is compared with nothing
         ccs_whole = ccs_kwh if s.seen_whole else None

@@ -89,6 +89,7 @@ def on_sample(c: ConnectorModel, ev: ChargingSample) -> list[Record]:
         s.timestamps_constant = True
     before = s.ccs_energy_kwh
     s.integrate(ev.ts, ev.charger_voltage_v, ev.charger_current_a)
+    s.peak_bms_current_a = max(s.peak_bms_current_a, abs(ev.bms_current_a or 0.0))
     if c.meter is None:
         c.stats.add_energy(c.connector_id, s.ccs_energy_kwh - before)
     if ev.soc_pct is not None:

@@ -81,6 +81,8 @@ def on_reading(c: ConnectorModel, r: MeterReading) -> list[Record]:
         if s.meter_start is None:
             s.meter_start = point
         s.meter_last = point
+        if r.meter_id not in s.meter_ids:
+            s.meter_ids.append(r.meter_id)
         note_register(c.tariffs, c.tariff_id, s, r.ts, energy, c.config.sampling.max_session_h)
     power = v.get("power_w")
     if s is not None and power is not None and not (c.has_can and s.ccs_seen):

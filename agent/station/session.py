@@ -55,6 +55,10 @@ class Session:
     last_ccs_ts: float | None = None
     last_ccs_power_kw: float = 0.0
     peak_power_kw: float = 0.0
+    peak_bms_current_a: float = 0.0
+    """The largest charging current the BMS reported (BCS), for the abnormal-order rules."""
+    meter_ids: list[str] = field(default_factory=list)
+    """The meters whose reads fed the session, in order (more than one: the meter changed)."""
     remote_stop: bool = False
     """The platform asked for this stop (StopReason 1 instead of 0)."""
     end_reason: str | None = None
