@@ -5,7 +5,10 @@ the parts the plan names (``can-<connector>``, ``meters-<line>``, ``uplink-<name
 the drivers and uplinks built from the new config for exactly those parts, hands the station
 model the new config when it reads what changed, and starts the tasks again. Every other part
 keeps its task and its objects: an unchanged bus keeps listening, an unchanged meter line keeps
-its poller and its open connection, an unchanged uplink stays connected. Nothing is written
+its poller and its open connection, an unchanged uplink stays connected. The service's desks
+(components built afresh from the config, such as the billing watch) start again with the new
+config. The station model gets the config with the tariff versions the operator pushed
+(:func:`agent.service.tariffs.config_with_pushed`), as at a start or reload. Nothing is written
 to the ledger that the station did not produce (no records are lost: the queue and the ledger
 stay as they are; an uplink's cursor moves only on acknowledgement, so a rebuilt uplink sends
 on from where the old one was acknowledged).
@@ -24,6 +27,7 @@ from agent.config.secrets import Secrets
 from agent.ops.config_diff import Plan
 from agent.service.devices import Devices
 from agent.service.supervisor import Supervisor
+from agent.service.tariffs import config_with_pushed
 from agent.service.wiring import Runtime, build_components, line_devices
 from agent.uplink.plugin import Uplink
 from agent.uplink.registry import enabled_uplinks
@@ -34,6 +38,11 @@ PART_STOP_S = 3.0
 """How long the stopped parts may take to close their buses, lines and connections."""
 
 
+PART_PREFIXES = ("can-", "meters-", "uplink-")
+KEPT = ("station", "can-activity")
+"""Components that run on objects an apply keeps (the station writer, the bus monitor)."""
+
+
 def task_names(plan: Plan) -> list[str]:
     """The supervised tasks the plan stops and starts again."""
     return (
@@ -41,6 +50,15 @@ def task_names(plan: Plan) -> list[str]:
         + [f"meters-{line}" for line in plan.lines]
         + [f"uplink-{name}" for name in plan.uplinks]
     )
+
+
+def _desks(runtime: Runtime) -> list[str]:
+    """The components built afresh from the config each time (no part of the plan)."""
+    return [
+        c.name
+        for c in runtime.components
+        if c.name not in KEPT and not c.name.startswith(PART_PREFIXES)
+    ]
 
 
 def _swap_devices(devices: Devices, config: Config, plan: Plan) -> None:
@@ -82,7 +100,8 @@ async def switch(
     runtime: Runtime, supervisor: Supervisor, config: Config, secrets: Secrets, plan: Plan
 ) -> None:
     """Run ``config`` from now on, rebuilding only what ``plan`` names (module docstring)."""
-    names = task_names(plan)
+    config = config_with_pushed(config)
+    names = task_names(plan) + _desks(runtime)
     await supervisor.stop(timeout_s=PART_STOP_S, names=names)
     runtime.config, runtime.secrets = config, secrets
     if plan.devices:
@@ -96,7 +115,7 @@ async def switch(
         logging.getLogger().setLevel(config.gateway.log_level.upper())
     runtime.components = build_components(runtime)
     wanted = {c.name: c for c in runtime.components}
-    for name in names:
+    for name in dict.fromkeys([*names, *_desks(runtime)]):
         if name in wanted:
             supervisor.start(name, wanted[name].run)
     activity = wanted.get("can-activity")
