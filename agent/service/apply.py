@@ -252,7 +252,11 @@ async def _apply(running: Running, request: ApplyRequest) -> dict[str, Any]:
     started = time.monotonic()
     before = {part for part, why in health(runtime).items() if why is None}
     running.notifier.reloading()
-    await switch(runtime, running.supervisor, c.config, c.secrets, c.steps)
+    try:
+        await switch(runtime, running.supervisor, c.config, c.secrets, c.steps)
+    except Exception as exc:  # a driver or uplink that cannot be built from it
+        log.exception("switching to config %s failed", c.digest[:12])
+        return await _roll_back(running, c, f"switching failed: {type(exc).__name__}: {exc}")
     failing = await _wait_working(runtime, before, timeout_s)
     kept = None
     if not failing:
@@ -278,9 +282,13 @@ async def _roll_back(running: Running, c: _Candidate, reason: str) -> dict[str, 
     old, old_secrets, runtime = running.config, running.secrets, running.runtime
     assert old is not None and old_secrets is not None and runtime is not None
     c.staged.discard()
-    await switch(
-        runtime, running.supervisor, old, old_secrets, plan(c.config, old, diff(c.config, old))
-    )
+    try:
+        await switch(
+            runtime, running.supervisor, old, old_secrets, plan(c.config, old, diff(c.config, old))
+        )
+    except Exception as exc:  # then only a restart brings the previous config back whole
+        log.exception("switching back to the previous config failed")
+        reason += f"; switching back failed too ({type(exc).__name__}: {exc}): restart the service"
     running.notifier.ready("config rolled back")
     log.error("config %s rolled back: %s", c.digest[:12], reason)
     details = {**c.reply, "reason": reason, "requested_by": c.by}

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,9 @@ def test_breaking_a_working_meter_rolls_back(rig: Rig) -> None:
     running = rig.config.read_text()
     history = sorted(p.name for p in rig.directory.glob("evgw.toml.*"))
     text = set_in_meter(running, "dc-02", "unit_id", "77")  # no meter answers there
+    started = time.monotonic()
     code, reply, err = apply(rig, text)
+    assert time.monotonic() - started < APPLY_TIMEOUT_S + 5  # the wait, the way back, the CLI
     assert code == 1, (reply, err)
     assert reply["outcome"] == "rolled_back"
     assert "meter dc-02" in reply["reason"] and f"{APPLY_TIMEOUT_S} s" in reply["reason"]
@@ -239,6 +242,8 @@ def test_invalid_or_restart_only_configs_are_refused(rig: Rig) -> None:
     problems = "\n".join(reply["problems"])
     for expected in ("station.colour: unknown key", "meters[0].poll_interval_s: expected"):
         assert expected in problems, problems
+    code, reply, _err = apply(rig, running.replace("[station]", "[station", 1))
+    assert code == 1 and "TOML syntax error" in reply["problems"][0]
     crossed = set_in_meter(running, "dc-01", "connector_id", '"nowhere"')
     crossed = crossed.replace(
         'connector_id = "E2EDC0102"\ninterface', 'connector_id = "E2EDC0101"\ninterface'
@@ -255,7 +260,7 @@ def test_invalid_or_restart_only_configs_are_refused(rig: Rig) -> None:
     assert code == 1 and "ledger.checkpoint_interval_s: only a restart" in reply["problems"][0]
     assert rig.config.read_text() == running
     assert status(rig)["meter_lines"] == before["meter_lines"]
-    assert len(events(rig, "config_refused")) == 4
+    assert len(events(rig, "config_refused")) == 5
     code, reply, _err = apply(rig, running)
     assert code == 0 and reply["outcome"] == "unchanged"
 
