@@ -108,12 +108,25 @@ class StationCollector(Collector):
         acked = CounterMetricFamily("evgw_uplink_acked", "records acknowledged", labels=["uplink"])
         retries = CounterMetricFamily("evgw_uplink_retries", "send retries", labels=["uplink"])
         backlog = GaugeMetricFamily("evgw_uplink_backlog", "records waiting", labels=["uplink"])
+        parked = GaugeMetricFamily(
+            "evgw_uplink_parked", "records parked (refused) for an uplink", labels=["uplink"]
+        )
+        peer_open = GaugeMetricFamily(
+            "evgw_uplink_peer_open", "0 while the platform parks the uplink", labels=["uplink"]
+        )
+        link_alarm = GaugeMetricFamily(
+            "evgw_uplink_link_alarm", "1 while alarm 27 is raised", labels=["uplink"]
+        )
         for name, stats in rt.uplink_stats().items():
             sent.add_metric([name], stats.get("sent", 0))
             acked.add_metric([name], stats.get("acked", 0))
             retries.add_metric([name], stats.get("retries", 0))
             backlog.add_metric([name], stats.get("backlog", 0))
-        yield from (sent, acked, retries, backlog)
+            if "parked_now" in stats:  # the uplinks that park (T/CEC)
+                parked.add_metric([name], stats["parked_now"])
+                peer_open.add_metric([name], 1.0 if stats.get("peer") == "open" else 0.0)
+                link_alarm.add_metric([name], 1.0 if stats.get("link_alarm") else 0.0)
+        yield from (sent, acked, retries, backlog, parked, peer_open, link_alarm)
 
         path = rt.ledger.path
         yield GaugeMetricFamily(

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import httpx
 
-from agent.demo.station import DemoStation, write_demo_config
+from agent.demo.station import (
+    DemoStation,
+    start_platform,
+    write_demo_config,
+    write_demo_secrets,
+)
 from agent.service.runner import Service
 from tests.conftest import free_port
 
@@ -29,7 +34,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_metrics_endpoint(tmp_path: Path) -> None:
     station = DemoStation()
     port = await station.start_meters()
-    config = write_demo_config(tmp_path, port, station.dlt645_port)
+    platform = start_platform(tmp_path, write_demo_secrets(tmp_path))
+    platform.receiver.inject("ret", 4003, count=10_000, interface="notification_stationInfo")
+    config = write_demo_config(tmp_path, port, station.dlt645_port, cec_url=platform.base_url)
     metrics_port = free_port()
     config.write_text(config.read_text() + f"\n[metrics]\nenabled = true\nport = {metrics_port}\n")
     service = Service(config)
@@ -47,6 +54,7 @@ async def test_metrics_endpoint(tmp_path: Path) -> None:
                 if (
                     'evgw_can_frames_total{connector="DEMODC0102"}' in text
                     and 'outcome="ok"' in text
+                    and 'evgw_uplink_peer_open{uplink="cec"} 0.0' in text
                 ) and metric(text, "evgw_can_frames_total", connector="DEMODC0102") > 0:
                     break
         assert metric(text, "evgw_can_frames_total", connector="DEMODC0101") > 0
@@ -58,8 +66,12 @@ async def test_metrics_endpoint(tmp_path: Path) -> None:
         assert (
             metric(text, "evgw_can_anomalies_total", connector="DEMODC0101", layer="transport") == 0
         )
+        assert metric(text, "evgw_uplink_peer_open", uplink="cec") == 0.0  # 4003 parks it
+        assert metric(text, "evgw_uplink_parked", uplink="cec") == 0.0  # no record parked
+        assert metric(text, "evgw_uplink_link_alarm", uplink="cec") == 0.0  # not for 300 s
         assert service.metrics_server.server_address[0] == "127.0.0.1"
     finally:
         service._stop.set()
         assert await asyncio.wait_for(task, 15) == 0
         await station.stop()
+        platform.stop()
