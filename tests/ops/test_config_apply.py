@@ -20,7 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.service.apply import ApplyRequest, decode_request
+from agent.config.load import parse_config
+from agent.config.resources import read_resource
+from agent.ops.config_diff import diff, plan
+from agent.service.apply import ApplyRequest, Staged, decode_request
 from agent.service.status_socket import ask
 from agent.uplink.mqtt.command_config import apply_config
 from agent.uplink.mqtt.command_context import ServiceContext
@@ -321,3 +324,94 @@ def test_request_decoding_never_raises_anything_else(request: dict[str, Any]) ->
     else:
         assert isinstance(decoded, ApplyRequest) and decoded.op == "apply"
         assert isinstance(decoded.toml, str) and len(decoded.toml) <= 32_768
+
+
+# --- the plan and the file, without a service --------------------------------------------
+
+EXAMPLE = read_resource("evgw.example.toml")
+
+
+def planned(new_text: str) -> tuple[list[str], dict[str, None]]:
+    old, new = parse_config(EXAMPLE), parse_config(new_text)
+    steps = plan(old, new, diff(old, new))
+    return steps.parts(), steps.restart
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "parts"),
+    [
+        (
+            'host = "192.0.2.10"',
+            'host = "192.0.2.11"',
+            ["meter line 192.0.2.10:502", "meter line 192.0.2.11:502"],
+        ),
+        ('log_level = "info"', 'log_level = "debug"', ["service setting gateway.log_level"]),
+        (
+            "apply_timeout_s = 60",
+            "apply_timeout_s = 30",
+            ["service setting gateway.apply_timeout_s"],
+        ),
+        (
+            'name = "Futian Example Station"',
+            'name = "Futian 2"',
+            ["station model", "uplink mqtt", "uplink cec"],
+        ),
+        ("bms_timeout_s = 5", "bms_timeout_s = 7", ["station model"]),
+    ],
+)
+def test_plan_names_the_parts(old: str, new: str, parts: list[str]) -> None:
+    assert EXAMPLE.count(old) == 1, old
+    got, restart = planned(EXAMPLE.replace(old, new))
+    assert got == parts and not restart
+
+
+def test_plan_profiles_touch_every_line_and_restart_keys_are_named() -> None:
+    old, new = (
+        parse_config(EXAMPLE),
+        parse_config(EXAMPLE.replace("[gateway]", "[meter_profiles]\ndirs = []\n\n[gateway]", 1)),
+    )
+    steps = plan(old, new, diff(old, new))
+    assert steps.parts() == [
+        "meter line /dev/ttyUSB0",
+        "meter line /dev/ttyUSB1",
+        "meter line 192.0.2.10:502",
+    ]
+    _parts, restart = planned(
+        EXAMPLE.replace('state_dir = "/var/lib/evgw"', 'state_dir = "/srv/evgw"')
+    )
+    assert list(restart) == ["gateway.state_dir"]
+
+
+def test_plan_of_site_inputs_is_their_modules_line_and_the_station() -> None:
+    module = (
+        '\n[[input_modules]]\nmodule_id = "di1"\nprofile = "generic-di8"\nport = "/dev/ttyUSB1"\n'
+        "unit_id = 9\n"
+    )
+    door = '\n[[inputs]]\ninput_id = "door"\nmodule = "di1"\nchannel = 2\nrole = "door"\n'
+    old = parse_config(EXAMPLE + module + door)
+    new = parse_config(EXAMPLE + module + door.replace("channel = 2", "channel = 3"))
+    assert plan(old, new, diff(old, new)).parts() == ["station model", "meter line /dev/ttyUSB1"]
+    moved = parse_config(EXAMPLE + module.replace("ttyUSB1", "ttyUSB2") + door)
+    assert plan(old, moved, diff(old, moved)).parts() == [
+        "meter line /dev/ttyUSB1",
+        "meter line /dev/ttyUSB2",
+    ]
+
+
+def test_file_replaced_with_the_last_n_kept(tmp_path: Path) -> None:
+    path = tmp_path / "evgw.toml"
+    path.write_text("v0")
+    (tmp_path / ".evgw.toml.apply-1").write_text("left by a crash")
+    for n in range(1, 5):
+        staged = Staged.write(path, f"v{n}".encode())
+        assert path.read_text() == f"v{n - 1}"  # untouched until the commit
+        assert staged.commit(keep=2) == "evgw.toml.1"
+    assert path.read_text() == "v4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evgw.toml", "evgw.toml.1", "evgw.toml.2"]
+    assert (tmp_path / "evgw.toml.1").read_text() == "v3" and (
+        tmp_path / "evgw.toml.2"
+    ).read_text() == "v2"
+    Staged.write(path, b"v5").discard()
+    assert Staged.write(path, b"v6").commit(keep=0) is None
+    assert path.read_text() == "v6" and (tmp_path / "evgw.toml.1").read_text() == "v3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evgw.toml", "evgw.toml.1", "evgw.toml.2"]
