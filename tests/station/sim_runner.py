@@ -1,6 +1,7 @@
 """Drive the station model with a simulated session: CAN frames from ``sim.charging`` through
-the GB/T pipeline, and a ``sim.meter`` DC meter driven from the same power curve, polled through
-the real register decoding, plausibility checks and online/offline state (no socket)."""
+the GB/T pipeline, and a DC meter driven from the same power curve — ``sim.meter`` (Modbus) or
+``sim.dlt645_meter`` (DL/T 645, with its electronic seal) — polled through the real register or
+identifier decoding, plausibility checks and online/offline state (no socket)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,34 @@ from agent.records.envelope import Record
 from agent.station.inputs import BusActivity, RemoteStop
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
+from drivers.dlt645.data import decode_number
+from drivers.dlt645.profile import load_dlt645_profiles
 from drivers.gbt27930.events import BmsEvent
 from drivers.gbt27930.frames import Frame
 from drivers.gbt27930.pipeline import Pipeline
 from drivers.modbus.checks import ReadingChecker
-from drivers.modbus.decode import plan_reads
+from drivers.modbus.decode import Decoded, plan_reads
 from drivers.modbus.health import MeterHealth
 from drivers.modbus.profile import load_profiles
+from drivers.modbus.seal import SealRead, SealTracker
 from sim.charging import SimSession
+from sim.dlt645_meter import SimDltMeter
 from sim.meter import SimMeter
 from tests.station.station_fixtures import DC
 
 _PROFILES = load_profiles()
+_DLT645 = load_dlt645_profiles()
+DLT645_ADDRESS = "000012345678"
 
 
 @dataclass
 class MeterPlan:
     """How the simulated meter behaves: ``factor`` scales the energy it counts (1.0 honest),
     ``offline`` windows (start, end) in seconds after the first frame, ``reset_at_s`` puts the
-    register back to 0, ``flag_at_s`` raises its alarm flag, ``connector_temp`` is a function
-    of the seconds since the first frame (gun temperature, ``x_connector_temp_c``)."""
+    register back to 0, ``flag_at_s`` raises its alarm flag (Modbus), ``connector_temp`` is a
+    function of the seconds since the first frame (gun temperature, ``x_connector_temp_c``).
+    ``protocol = "dlt645"``: a DCM3366Q DL/T 645 meter whose seal is read at every poll;
+    ``cover_open_at_s`` opens its cover."""
 
     meter_id: str = "dc1"
     factor: float = 1.0
@@ -41,6 +50,8 @@ class MeterPlan:
     reset_at_s: float | None = None
     flag_at_s: float | None = None
     connector_temp: Callable[[float], float] | None = None
+    protocol: str = "modbus"
+    cover_open_at_s: float | None = None
 
 
 @dataclass
@@ -53,16 +64,27 @@ class SimRun:
 
 class _Meter:
     def __init__(self, plan: MeterPlan) -> None:
-        profile = _PROFILES["djsf1352"]
         self.plan = plan
-        self.sim = SimMeter(profile, 1, energy_import_kwh=plan.start_kwh, voltage_v=0.0)
-        self.read_plan = plan_reads(self.sim.resolved)
+        self.sim: SimMeter | SimDltMeter
+        self.seal: SealTracker | None = None
+        if plan.protocol == "dlt645":
+            assert plan.flag_at_s is None, "the DL/T 645 profiles have no alarm flags"
+            self.sim = SimDltMeter(
+                _DLT645["dcm3366q"], DLT645_ADDRESS, energy_import_kwh=plan.start_kwh, voltage_v=0.0
+            )
+            self.seal = SealTracker(plan.meter_id, clock_drift_max_s=300.0)
+        else:
+            self.sim = SimMeter(
+                _PROFILES["djsf1352"], 1, energy_import_kwh=plan.start_kwh, voltage_v=0.0
+            )
+            self.read_plan = plan_reads(self.sim.resolved)
         self.checker = ReadingChecker(
             plan.meter_id, rated_power_w=150_000.0, alarm_flags=("wire_broken", "alarm_active")
         )
         self.health = MeterHealth(plan.meter_id, offline_after=2, backoff_s=1.0)
         self.last_ts: float | None = None
         self.did_reset = False
+        self.did_open = False
 
     def drive(self, ts: float, voltage_v: float, current_a: float) -> None:
         if self.last_ts is not None:
@@ -76,22 +98,41 @@ class _Meter:
         if p.reset_at_s is not None and t_rel >= p.reset_at_s and not self.did_reset:
             self.sim.reset_energy(0.0)
             self.did_reset = True
-        if p.flag_at_s is not None:
+        if p.flag_at_s is not None and isinstance(self.sim, SimMeter):
             self.sim.set_flag("wire_broken", t_rel >= p.flag_at_s)
+        if p.cover_open_at_s is not None and t_rel >= p.cover_open_at_s and not self.did_open:
+            assert isinstance(self.sim, SimDltMeter)
+            self.sim.open_cover()
+            self.did_open = True
         if not self.health.due(ts):
             return []
         if any(a <= t_rel < b for a, b in p.offline):
             return list(self.health.failure(ts, "no answer (timeout)"))
-        image = self.sim.image()
+        decoded = self._decode()
+        if p.connector_temp is not None:
+            decoded.values["x_connector_temp_c"] = p.connector_temp(t_rel)
+        reading, events = self.checker.check(decoded, ts)
+        seal: list[object] = []
+        if self.seal is not None:  # the DL/T 645 poller sends the seal events before the reading
+            assert isinstance(self.sim, SimDltMeter)
+            seal += self.seal.feed(SealRead(self.sim.identity, self.sim.counts), ts)
+        return [*self.health.success(ts), *seal, reading, *events]
+
+    def _decode(self) -> Decoded:
+        sim = self.sim
+        if isinstance(sim, SimDltMeter):  # each identifier's bytes, decoded as the poller does
+            values = {}
+            for q in sim.profile.quantities:
+                raw = sim.value_bytes(q.di)
+                assert raw is not None
+                values[q.name] = decode_number(raw, q.format, signed=q.signed) * q.scale
+            return Decoded(values, {}, {})
+        image = sim.image()
         results = [
             [image.get((b.function, a), 0) for a in range(b.address, b.address + b.count)]
             for b in self.read_plan.blocks
         ]
-        decoded = self.read_plan.decode(results)
-        if p.connector_temp is not None:
-            decoded.values["x_connector_temp_c"] = p.connector_temp(t_rel)
-        reading, events = self.checker.check(decoded, ts)
-        return [*self.health.success(ts), reading, *events]
+        return self.read_plan.decode(results)
 
 
 def run_sim(

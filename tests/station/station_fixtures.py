@@ -70,8 +70,25 @@ poll_interval_s = 1
 """
 
 
-def make_config(*, meters: bool = False, extra: str = "") -> Config:
-    return parse_config(BASE + (METERS if meters else "") + extra)
+DLT645_DC = """
+[[meters]]
+meter_id = "dc1"
+protocol = "dlt645"
+profile = "dcm3366q"
+transport = "rtu"
+port = "/dev/ttyUSB0"
+address = "000012345678"
+connector_id = "SZFT0001DC0101"
+poll_interval_s = 1
+"""
+
+
+def make_config(*, meters: bool = False, extra: str = "", protocol: str = "modbus") -> Config:
+    """The test station; ``meters``: a DC and an AC meter, the DC one of ``protocol``."""
+    chosen = METERS
+    if protocol == "dlt645":
+        chosen = DLT645_DC + METERS[METERS.index('[[meters]]\nmeter_id = "ac1"') :]
+    return parse_config(BASE + (chosen if meters else "") + extra)
 
 
 def check_bodies(records: Iterable[Record]) -> None:

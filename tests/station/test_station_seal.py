@@ -20,7 +20,9 @@ from drivers.modbus.events import (
     MeterReplaced,
     MeterTamper,
 )
-from tests.station.station_fixtures import AC, BASE, DC, check_bodies, of
+from sim.charging import VehicleProfile, generate
+from tests.station.sim_runner import MeterPlan, run_sim
+from tests.station.station_fixtures import AC, BASE, DC, check_bodies, make_config, of
 
 T0 = 1_780_000_000.0
 ID = {"address": "000012345678", "serial": "000000000001", "firmware": "SIM-645 1.0"}
@@ -335,3 +337,27 @@ def test_main_meter_over_voltage_and_overload_with_hysteresis() -> None:
         out = feed(model, [reading("main", T0 + 5 * n, **values)])
         assert alarms(out, None) == expected, (n, out)
     assert all(r.connector_id is None for r in of(out, "alarm"))
+
+
+# ------------------------------------------------------------------ a simulated DC session
+
+
+def test_cover_opened_during_a_simulated_dc_session_flags_its_order() -> None:
+    s = generate(VehicleProfile(capacity_ah=20.0, soc_start_pct=30, soc_target_pct=80))
+    t_rel = s.curve[0].ts - s.frames[0].ts + 30  # half a minute into charging
+    cfg = make_config(meters=True, protocol="dlt645")
+    plan = MeterPlan(protocol="dlt645", cover_open_at_s=t_rel)
+    records = run_sim(s, cfg, meter=plan).records
+    check_bodies(records)
+    assert alarms(records, DC) == [(codes.METER_COVER_OPENED, "raised")]
+    [order] = of(records, "charge_order", DC)
+    [alarm] = of(records, "alarm", DC)
+    assert f"during session {order.body['session_id']}" in alarm.body["message"]
+    assert alarm.body["bms"]["session_id"] == order.body["session_id"]  # a DC alarm's BmsInfo
+    assert order.body["stop_bits"]["meter.tamper.meter_cover_open"] == 1
+    assert order.body["energy_source"] == "meter"
+    assert [r.body["event"] for r in of(records, "event", DC)] == [
+        "meter_identity",
+        "meter_counters",
+        "meter_tamper",
+    ]

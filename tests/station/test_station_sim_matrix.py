@@ -128,11 +128,17 @@ def bst_bits(frames: list[Frame], data: bytes) -> list[Frame]:
 # ------------------------------------------------------------------ honest sessions, stop reasons
 
 
-def test_honest_session_is_quiet_and_its_order_is_right() -> None:
+PROTOCOLS = pytest.mark.parametrize("protocol", ["modbus", "dlt645"])
+"""The DC meter's protocol: a DL/T 645 meter drives the orders exactly as a Modbus one."""
+
+
+@PROTOCOLS
+def test_honest_session_is_quiet_and_its_order_is_right(protocol: str) -> None:
     s = session()
     key = GatewayKey.generate()
     signer = OcmfSigner(key, gateway_id="gw-test", software_version="test")
-    records = run_sim(s, make_config(meters=True), meter=MeterPlan(), signer=signer).records
+    cfg = make_config(meters=True, protocol=protocol)
+    records = run_sim(s, cfg, meter=MeterPlan(protocol=protocol), signer=signer).records
     check_bodies(records)
     assert of(records, "alarm", DC) == []
     assert statuses(records) == [1, 2, 3, 3, 3, 3, 2, 1]  # three 50 s heartbeats while charging
@@ -173,9 +179,13 @@ def test_honest_session_is_quiet_and_its_order_is_right() -> None:
         ({}, (Fault(FaultKind.CEM_TIMEOUT, 10),), 3, "error"),
     ],
 )
-def test_stop_reasons(options: dict, faults: tuple, reason: int, end_reason: str) -> None:
+@PROTOCOLS
+def test_stop_reasons(
+    options: dict, faults: tuple, reason: int, end_reason: str, protocol: str
+) -> None:
     s = session(**options, faults=faults)
-    records = run_sim(s, make_config(meters=True), meter=MeterPlan()).records
+    cfg = make_config(meters=True, protocol=protocol)
+    records = run_sim(s, cfg, meter=MeterPlan(protocol=protocol)).records
     check_bodies(records)
     o = order(records)
     assert (o["stop_reason"], o["end_reason"]) == (reason, end_reason)
@@ -264,22 +274,26 @@ def test_connector_over_temperature_with_hysteresis() -> None:
     assert ts(cleared) - ts(raised) == pytest.approx(40, abs=1.5)
 
 
-def test_meter_failures() -> None:
+@PROTOCOLS
+def test_meter_failures(protocol: str) -> None:
     s = session()
     t_rel0 = charging_start(s) - s.frames[0].ts
-    cfg = make_config(meters=True)
+    cfg = make_config(meters=True, protocol=protocol)
     # offline for 20 s in the middle of charging: alarm 3 raised and cleared; the order stays
-    records = run_sim(s, cfg, meter=MeterPlan(offline=((t_rel0 + 30, t_rel0 + 50),))).records
+    plan = MeterPlan(offline=((t_rel0 + 30, t_rel0 + 50),), protocol=protocol)
+    records = run_sim(s, cfg, meter=plan).records
     assert_raised_once_and_cleared(records, 3)
     o = order(records)
     assert o["energy_source"] == "meter"
     assert o["energy_kwh"] == pytest.approx(s.curve[-1].energy_kwh, abs=0.05)
     # register goes back to 0 (reset / exchanged): project code 9004; the session's energy kept
-    records = run_sim(s, cfg, meter=MeterPlan(reset_at_s=t_rel0 + 60)).records
+    records = run_sim(s, cfg, meter=MeterPlan(reset_at_s=t_rel0 + 60, protocol=protocol)).records
     edges = alarm_edges(records)
     assert edges == [(9004, "raised")]
     assert order(records)["energy_kwh"] == pytest.approx(s.curve[-1].energy_kwh, abs=0.1)
     assert order(records)["stop_bits"]["meter.energy_decreased"] == 1
+    if protocol == "dlt645":
+        return  # the DL/T 645 profiles have no alarm flags
     # broken-wire flag: 9005 raised and cleared with the flag
     plan = MeterPlan(flag_at_s=t_rel0 + 20)
     records = run_sim(s, cfg, meter=plan).records
