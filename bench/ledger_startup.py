@@ -9,6 +9,13 @@ the process imports evgw and times ``Ledger.open`` (header check, SQLite's WAL r
 chain's tail against the state file, the newest checkpoints). Goals: the big ledger opens in
 at most 2 s and at most 1.5 times the empty one's time. The full integrity check that then
 runs in the background is timed too (it reads the whole file, at idle priority).
+
+Then the station's start-up lookups (:func:`agent.station.writer.load_restart_facts`: per
+connector its newest statuses, sample, order and events), for the two connectors of the
+ledger and a third with no records at all (a DC connector without a meter is the same case for
+meter samples), cold, on the big ledger: once as the gateway runs them, and the per-connector
+finds alone with and without the ``(kind, connector_id, seq)`` index (on a copy without it,
+the ledger of an older release) — the peer in the same run.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,6 +58,41 @@ async def main():
     print(json.dumps({{"open_s": opened, "check_s": check, "last_seq": ledger.last_seq}}))
 
 asyncio.run(main())
+"""
+_LOOKUPS = """
+import asyncio, json, sqlite3, sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from agent.ledger import GatewayKey, Ledger
+from agent.ledger import reader
+from agent.station.writer import load_restart_facts
+
+CONNECTORS = ("EQ0001-1", "EQ0001-2", "EQ0001-3")
+KINDS = ("connector_status", "meter_sample", "charge_order", "event")
+
+def finds(path):
+    conn = sqlite3.connect(f"file:{{path}}?mode=ro", uri=True)
+    start = time.perf_counter()
+    for cid in CONNECTORS:
+        for kind in KINDS:
+            reader.find(conn, kind, None, cid, 1, True)
+    took = time.perf_counter() - start
+    conn.close()
+    return took
+
+async def restart_facts(path):
+    key = GatewayKey.load(Path({key!r}))
+    ledger = await Ledger.open(Path(path), gateway_id=None, key=key, integrity_delay_s=None)
+    start = time.perf_counter()
+    await load_restart_facts(ledger, CONNECTORS)
+    took = time.perf_counter() - start
+    await ledger.close()
+    return took
+
+if {mode!r} == "facts":
+    print(json.dumps({{"s": asyncio.run(restart_facts({path!r}))}}))
+else:
+    print(json.dumps({{"s": finds({path!r})}}))
 """
 
 
@@ -95,6 +138,38 @@ def cold_open(path: Path, key_path: Path, *, check: bool) -> dict[str, float]:
     return result
 
 
+def cold_lookups(path: Path, key_path: Path, mode: str) -> float:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    code = _LOOKUPS.format(root=str(ROOT), key=str(key_path), path=str(path), mode=mode)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["s"])
+
+
+def without_index(big: Path, directory: Path) -> Path:
+    """A copy of the big ledger as an older release left it: no per-connector index."""
+    old = directory / "big-noindex.db"
+    subprocess.run(["cp", "--reflink=auto", str(big), str(old)], check=True)
+    conn = sqlite3.connect(old)
+    conn.execute("DROP INDEX IF EXISTS records_connector")
+    conn.commit()
+    conn.close()
+    return old
+
+
+def lookups(big: Path, key_path: Path, directory: Path) -> None:
+    facts = statistics.median(cold_lookups(big, key_path, "facts") for _ in range(RUNS))
+    indexed = statistics.median(cold_lookups(big, key_path, "finds") for _ in range(RUNS))
+    old = without_index(big, directory)
+    try:
+        plain = statistics.median(cold_lookups(old, key_path, "finds") for _ in range(RUNS))
+    finally:
+        old.unlink()
+    print(f"  station start-up lookups (3 connectors, one without records): {facts:.3f} s")
+    print(f"  the 12 per-connector finds: {indexed:.3f} s with the index, {plain:.3f} s without "
+          f"(an older release's ledger): {plain / indexed:.0f}x")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the big ledger")
@@ -135,6 +210,7 @@ def main() -> int:
     print(f"  ratio big / empty: open {b_open / e_open:.2f}, process {b_proc / e_proc:.2f} "
           "(goal <= 1.5; big open <= 2 s)")  # fmt: skip
     print(f"  background integrity check of the big ledger: {check:.1f} s")
+    lookups(big, key_path, args.dir)
     if not args.keep:
         for path in args.dir.iterdir():
             path.unlink()
