@@ -61,6 +61,9 @@ class ConnectorStatusBody(_Body, frozen=True, kw_only=True):
     discharge_energy_kwh: float = 0.0
     elec_money_yuan: float = 0.0
     service_money_yuan: float = 0.0
+    """Money of the session so far (its bill up to this status, docs/BILLING.md)."""
+    charge_details: tuple[ChargeDetailBody, ...] = ()
+    """The session's charge details so far (empty when idle or without a tariff)."""
 
 
 # --- bms_process (Shenzhen BmsInfo) -----------------------------------------------------

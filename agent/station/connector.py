@@ -26,7 +26,7 @@ from agent.station import abnormal, codes, gbt_events, meter_events, resume
 from agent.station.alarms import AlarmBook, AlarmEdge, Scope, alarm_body
 from agent.station.audit import audit_energy
 from agent.station.bms_process import bms_body
-from agent.station.money import order_money, session_bill, tariff_book
+from agent.station.money import connector_tariff, order_money, session_bill, tariff_text
 from agent.station.ocmf import OcmfReading, OcmfSigner
 from agent.station.orders import (
     INTERRUPTED_END_REASONS,
@@ -85,10 +85,7 @@ class ConnectorModel:
     ) -> None:
         self.config = config
         self.station_id = config.station.station_id
-        self.tariffs = tariff_book(config)
-        self.tariff_id = (
-            None if self.tariffs is None else self.tariffs.tariff_id_for(connector.tariff)
-        )
+        self.tariffs, self.tariff_id = connector_tariff(config, connector)
         self.equipment = equipment
         self.connector = connector
         self.connector_id = connector.connector_id
@@ -185,7 +182,7 @@ class ConnectorModel:
 
     def _status_record(self, ts: float, status: Status) -> Record:
         reading = self.reading if self.meter_online else None
-        return self.record("connector_status", ts, status_body(status, self.session, reading))
+        return self.record("connector_status", ts, status_body(status, self, reading, ts))
 
     def _track_charging(self, ts: float, status: Status) -> None:
         if status == CHARGING and self.charging_since is None:
@@ -394,6 +391,7 @@ class ConnectorModel:
             meter_model=self.meter.profile,
             connector_id=self.connector_id,
             session_id=s.session_id,
+            tariff_text=tariff_text(self.tariffs, self.tariff_id, s.start_ts, end.ts),
             current_type="DC" if self.is_dc else "AC",
             begin=OcmfReading(s.meter_start.ts, s.meter_start.energy_kwh, "B"),
             end=OcmfReading(

@@ -20,7 +20,7 @@ from agent.records.envelope import iso_ts
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from agent.config.schema import Config
+    from agent.config.schema import Config, ConnectorSection
     from agent.station.connector import ConnectorModel
     from agent.station.session import Session
 
@@ -29,6 +29,31 @@ def tariff_book(config: Config) -> TariffBook | None:
     return (
         TariffBook.from_config(config.tariffs, config.station.timezone) if config.tariffs else None
     )
+
+
+def connector_tariff(
+    config: Config, connector: ConnectorSection
+) -> tuple[TariffBook | None, str | None]:
+    """The tariff book and the id of the tariff ``connector`` uses (None, None: no tariffs)."""
+    book = tariff_book(config)
+    return book, None if book is None else book.tariff_id_for(connector.tariff)
+
+
+def tariff_text(
+    book: TariffBook | None, tariff_id: str | None, start_ts: float, end_ts: float
+) -> str | None:
+    """The OCMF ``TT`` of a session: the text of each tariff version in force during it
+    (``std: 00:00 valley 0.31+0.80; … CNY/kWh``), at most 250 characters and no ``|``."""
+    if book is None or tariff_id is None:
+        return None
+    versions: list[str] = []
+    for seg in book.segments(tariff_id, start_ts, max(end_ts, start_ts + 1.0)):
+        text = seg.tariff.text()
+        if seg.tariff.valid_from is not None:
+            text += f" from {seg.tariff.valid_from:%Y-%m-%d %H:%M:%S}"
+        if text not in versions:
+            versions.append(text)
+    return " / ".join(versions).replace("|", "/")[:250] or None
 
 
 def apply_book(connectors: Iterable[ConnectorModel], book: TariffBook, horizon_h: float) -> None:
@@ -84,6 +109,24 @@ def session_bill(
     else:
         readings = [(s.start_ts, 0.0), (end, energy_kwh)]
     return bill(readings, segments)
+
+
+def money_so_far(
+    book: TariffBook | None, tariff_id: str | None, s: Session | None, ts: float
+) -> dict[str, object]:
+    """The money fields of a ``connector_status`` body: the running session's bill up to
+    ``ts`` (details and totals by the same rounding rule as its order), none when idle."""
+    if s is None:
+        return {}
+    source = "meter" if s.meter_energy_kwh() is not None else "ccs_integral"
+    money = order_money(session_bill(book, tariff_id, s, ts, s.energy_so_far_kwh(), source))
+    if not money:
+        return {}
+    return {
+        "elec_money_yuan": money["elec_money_yuan"],
+        "service_money_yuan": money["service_money_yuan"],
+        "charge_details": money["charge_details"],
+    }
 
 
 def order_money(b: Bill | None) -> dict[str, object]:

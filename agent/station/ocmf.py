@@ -98,15 +98,17 @@ class OcmfSigner:
         current_type: str,
         begin: OcmfReading,
         end: OcmfReading,
+        tariff_text: str | None = None,
     ) -> str:
         self.pagination += 1
         readings = ",".join(self._reading(r, current_type) for r in (begin, end))
+        tariff = "" if tariff_text is None else f',"TT":{_text(tariff_text)}'
         payload = (
             '{"FV":"1.4"'
             f',"GI":{_text("evgw gateway")},"GS":{_text(self.gateway_id)}'
             f',"GV":{_text(self.software_version)},"PG":"T{self.pagination}"'
             f',"MM":{_text(meter_model)},"MS":{_text(meter_serial)}'
-            f',"IS":false,"IL":"NONE","IT":"LOCAL","ID":{_text(session_id)}'
+            f',"IS":false,"IL":"NONE","IT":"LOCAL","ID":{_text(session_id)}{tariff}'
             f',"CT":"EVSEID","CI":{_text(connector_id)}'
             f',"RD":[{readings}]}}'
         )

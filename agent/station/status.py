@@ -11,12 +11,16 @@ functions of the connector's state (``docs/STATION.md``, "Connector status"):
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from agent.records.bodies import ConnectorStatusBody
+from agent.station.money import money_so_far
 from agent.station.session import Session
 from drivers.gbt27930.events import Phase
 from drivers.modbus.events import MeterReading
+
+if TYPE_CHECKING:
+    from agent.station.connector import ConnectorModel
 
 OFFLINE: Final = 0
 IDLE: Final = 1
@@ -52,12 +56,12 @@ def derive_status(
 
 
 def status_body(
-    status: Status, session: Session | None, reading: MeterReading | None
+    status: Status, c: ConnectorModel, reading: MeterReading | None, ts: float
 ) -> ConnectorStatusBody:
-    """The ``connector_status`` body: V/A/kW and the register from the meter's ``reading``
-    (None when there is none or the meter is offline), else the charger's CCS output while
-    charging; SOC from the last battery sample."""
-    s = session
+    """The ``connector_status`` body at ``ts``: V/A/kW and the register from the meter's
+    ``reading`` (None when there is none or the meter is offline), else the charger's CCS
+    output while charging; SOC from the last battery sample; the session's money so far."""
+    s = c.session
     va = vb = vc = ia = ib = ic = 0.0
     power_kw = 0.0
     energy_kwh: float | None = None
@@ -96,4 +100,5 @@ def status_body(
         session_id=None if s is None else s.session_id,
         session_start_ts=None if s is None else s.start_iso,
         charge_energy_kwh=0.0 if s is None else round(s.energy_so_far_kwh(), 3),
+        **money_so_far(c.tariffs, c.tariff_id, s, ts),
     )

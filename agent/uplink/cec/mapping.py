@@ -21,6 +21,7 @@ from typing import Any, Final
 from agent.records.bodies import (
     AlarmBody,
     BmsProcessBody,
+    ChargeDetailBody,
     ChargeOrderBody,
     ConnectorStatusBody,
     EventBody,
@@ -241,10 +242,9 @@ def project_alarm(
     )
 
 
-def charge_order_info(
-    record: StoredRecord, body: ChargeOrderBody, ctx: MappingContext
-) -> dict[str, Any]:
-    details = [
+def charge_details(details: Iterable[ChargeDetailBody]) -> list[dict[str, Any]]:
+    """``ChargeDetails`` of an order or of a session so far."""
+    return [
         {
             "DetailStartTime": cst_datetime(d.start_ts),
             "DetailEndTime": cst_datetime(d.end_ts),
@@ -254,8 +254,14 @@ def charge_order_info(
             "DetailElecMoney": dec(d.elec_money_yuan, 2),
             "DetailSeviceMoney": dec(d.service_money_yuan, 2),
         }
-        for d in body.charge_details
+        for d in details
     ]
+
+
+def charge_order_info(
+    record: StoredRecord, body: ChargeOrderBody, ctx: MappingContext
+) -> dict[str, Any]:
+    details = charge_details(body.charge_details)
     return {
         "StartChargeSeq": start_charge_seq(ctx.operator_id, body.session_id),
         "ConnectorID": record.connector_id or "",
@@ -424,6 +430,8 @@ def equip_charge_status(
         if body.session_start_ts
         else cst_from_epoch(sample_epoch_s)
     )
+    details = charge_details(body.charge_details)
+    elec, service = dec(body.elec_money_yuan, 2), dec(body.service_money_yuan, 2)
     return {
         "StartChargeSeq": start_charge_seq(ctx.operator_id, body.session_id),
         "StartChargeSeqStat": 2,
@@ -438,12 +446,15 @@ def equip_charge_status(
         "Soc": body.soc_pct or 0,
         "StartTime": start,
         "EndTime": cst_from_epoch(sample_epoch_s),
-        "TotalPower": dec(body.charge_energy_kwh, 2),
-        "ElecMoney": dec(body.elec_money_yuan, 2),
-        "SeviceMoney": dec(body.service_money_yuan, 2),
-        "TotalMoney": dec(body.elec_money_yuan + body.service_money_yuan, 2),
-        "SumPeriod": 0,
-        "ChargeDetails": [],
+        # money so far, by the order's rounding rule: totals are the sums of the details
+        "TotalPower": sum((d["DetailPower"] for d in details), Decimal("0.00"))
+        if details
+        else dec(body.charge_energy_kwh, 2),
+        "ElecMoney": elec,
+        "SeviceMoney": service,
+        "TotalMoney": elec + service,
+        "SumPeriod": len(details),
+        "ChargeDetails": details,
     }
 
 
