@@ -68,6 +68,7 @@ class StationModel:
         by_connector = {m.connector_id: m for m in config.meters if m.role == "connector"}
         can = {b.connector_id for b in config.can_buses}
         self.meters = {m.meter_id: m for m in config.meters}
+        self.site.station.station_id = config.station.station_id
         known = config.connectors()
         stats_ids = {cid: e.equipment_id for cid, (e, _c) in known.items()}
         if self._stats is None:

@@ -243,10 +243,11 @@ def recorded(events: list[Record]) -> dict[str, MeterSeal]:
     ``event`` records newest first)."""
     seals: dict[str, MeterSeal] = {}
     for r in events:
-        body = r.body
-        details = body.get("details") or {}
+        details = r.body.get("details")
+        if r.body.get("event") not in SEAL_EVENTS or not isinstance(details, dict):
+            continue
         meter_id = details.get("meter_id")
-        if body.get("event") not in SEAL_EVENTS or not isinstance(meter_id, str):
+        if not isinstance(meter_id, str):
             continue
         seal = seals.setdefault(meter_id, MeterSeal())
         identity = details.get("identity") or details.get("current")
@@ -254,5 +255,5 @@ def recorded(events: list[Record]) -> dict[str, MeterSeal]:
             seal.identity = {str(k): str(v) for k, v in identity.items()}
         counts = details.get("counts")
         if not seal.counts and isinstance(counts, dict):
-            seal.counts = {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
+            seal.counts = {str(k): v for k, v in counts.items() if type(v) is int}
     return seals

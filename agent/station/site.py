@@ -17,6 +17,7 @@ from agent.config.schema import Config, MeterSection
 from agent.records.envelope import Record, parse_iso_ts
 from agent.station import seal as seals
 from agent.station import site_inputs
+from agent.station.codes import ALARM_CODES
 from agent.station.connector import ConnectorModel
 from agent.station.place import Place, StationPlace
 from drivers.inputs.events import InputChanged, InputEvent
@@ -48,10 +49,14 @@ def site_facts(events: Iterable[Record], alarms: Iterable[Record]) -> SiteFacts:
     raised: list[RaisedAlarm] = []
     for r in alarms:
         code = r.body.get("code")
-        if (r.connector_id, code) in seen or not isinstance(code, int):
+        if type(code) is not int or code not in ALARM_CODES or (r.connector_id, code) in seen:
             continue
         seen.add((r.connector_id, code))
-        causes = [c for c in r.body.get("causes") or () if str(c).startswith(SITE_CAUSES)]
+        listed = r.body.get("causes")
+        causes = (
+            [c for c in listed if isinstance(c, str)] if isinstance(listed, list | tuple) else []
+        )
+        causes = [c for c in causes if c.startswith(SITE_CAUSES)]
         if r.body.get("status") == "raised" and causes:
             raised.append(RaisedAlarm(r.connector_id, code, causes[0], parse_iso_ts(r.ts)))
     return SiteFacts(seals.recorded(list(events)), tuple(raised))

@@ -5,6 +5,10 @@ the station main meter's grid checks."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config.load import parse_config
 from agent.records.envelope import Record, iso_ts
@@ -361,3 +365,54 @@ def test_cover_opened_during_a_simulated_dc_session_flags_its_order() -> None:
         "meter_counters",
         "meter_tamper",
     ]
+
+
+# ------------------------------------------------------------------ what the ledger holds
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+SEAL_NAMES = st.sampled_from(["meter_identity", "meter_counters", "meter_tamper", "other"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "event": SEAL_NAMES,
+                "details": JSON
+                | st.fixed_dictionaries(
+                    {"meter_id": st.just("dc1"), "counts": JSON, "identity": JSON}
+                ),
+            }
+        ),
+        max_size=4,
+    ),
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "code": JSON | st.sampled_from([26, 9101]),
+                "status": JSON | st.just("raised"),
+                "causes": JSON | st.just(["input.door-dc", "seal.dc1.9101"]),
+            }
+        ),
+        max_size=4,
+    ),
+)
+def test_whatever_the_ledger_holds_the_start_never_fails(
+    events_: list[dict[str, Any]], alarms_: list[dict[str, Any]]
+) -> None:
+    def record(kind: str, body: dict[str, Any]) -> Record:
+        return Record(kind=kind, ts=iso_ts(T0), station_id="S", body=body, connector_id=DC)
+
+    facts = site_facts([record("event", b) for b in events_], [record("alarm", b) for b in alarms_])
+    for seal in facts.seals.values():
+        assert all(type(v) is int for v in seal.counts.values())
+        assert all(isinstance(v, str) for v in seal.identity.values())
+    model, _ = new_model(facts, T0)
+    check_bodies(feed(model, [MeterIdentity("dc1", T0 + 1, ID), reading("dc1", T0 + 7200)]))
