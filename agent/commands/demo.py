@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -26,8 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Run the real gateway service on a simulated station: two DC connectors whose "
             "charging sessions (some with faults) play on virtual CAN buses, one AC connector, "
-            "and Modbus TCP meters on loopback. A live view shows the connectors; at the end a "
-            "report shows the records, the verified chain and each order's energy audit."
+            "Modbus TCP meters on loopback, a DL/T 645 DC meter whose cover is opened once, and "
+            "a service-door input. A live view shows the connectors; at the end a report shows "
+            "the records, the verified chain, each order's energy audit and the seal and site "
+            "alarms."
         ),
     )
     parser.add_argument(
@@ -102,7 +105,9 @@ async def _live_view(service: Any, out: TextIO, tty: bool) -> None:
 
 async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int, dict[str, Any]]:
     """Run the station and the service; returns the exit code and what the platforms got."""
+    from agent.demo.operator import DemoOperator
     from agent.demo.station import (
+        DEMO_STATION_ID,
         DemoStation,
         start_broker,
         start_platform,
@@ -116,16 +121,21 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
     state_dir.mkdir(parents=True, exist_ok=True)
     platform = start_platform(state_dir, write_demo_secrets(state_dir))
     broker = start_broker(state_dir)
+    operator = DemoOperator(state_dir, broker[1], DEMO_STATION_ID, "evgw/demo") if broker else None
     config_path = write_demo_config(
         state_dir,
         port,
         station.dlt645_port,
         cec_url=platform.base_url,
         mqtt_port=broker[1] if broker else None,
+        command_pubkey_file=operator.public_key_file if operator else None,
     )
+    os.environ["EVGW_CONFIG"] = str(config_path)  # the config the MQTT commands read
     service = Service(config_path)
     task = asyncio.create_task(service.run(), name="service")
     station.start_sessions()
+    if operator is not None:
+        operator.start()
     view = (
         asyncio.create_task(_live_view(service, sys.stdout, sys.stdout.isatty())) if live else None
     )
@@ -140,12 +150,15 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
             "cec_platform_accepted": dict(Counter(a["interface"] for a in accepted)),
             "cec_platform_duplicates": sum(a["copies"] - 1 for a in accepted),
             "mqtt_broker": "local mosquitto" if broker else "not installed: MQTT skipped",
+            "operator_billed": len(operator.sent) if operator else 0,
         }
         return rc, received
     finally:
         if view is not None:
             view.cancel()
         await station.stop()
+        if operator is not None:
+            operator.stop()
         platform.stop()
         if broker is not None:
             broker[0].terminate()
