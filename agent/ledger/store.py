@@ -225,14 +225,18 @@ def connector_index_op() -> Callable[[sqlite3.Connection], float | None]:
 
 
 def create_schema(conn: sqlite3.Connection, gateway_id: str) -> None:
-    conn.executescript(SCHEMA)
-    if conn.execute("SELECT max(seq) FROM records").fetchone()[0] is None:
-        conn.execute(CONNECTOR_INDEX)  # a new ledger: instant
+    """Tables, indexes and meta in one transaction: a reader never sees a ledger without its
+    gateway id (e.g. `evgw ledger export` racing the first start)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('gateway_id', ?)", (gateway_id,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', '0')")
+        if conn.execute("SELECT max(seq) FROM records").fetchone()[0] is None:
+            conn.execute(CONNECTOR_INDEX)  # a new ledger: instant
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
