@@ -34,11 +34,17 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/evgw demo
 
+# Tests run in TEST_WORKERS processes (most of the time is spent waiting on real
+# subprocesses, brokers and serial lines, not on the CPU); tests sharing a costly module
+# fixture keep to one worker (xdist_group). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP) system-deps lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m ''
+	$(PYTEST) -m ''
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers sim tests bench

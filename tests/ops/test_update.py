@@ -21,7 +21,10 @@ from tests.conftest import REPO
 from tests.e2e.helpers import Rig, build_rig, ledger_records, wait_until
 from tests.ops.fake_systemctl import alive
 
-pytestmark = pytest.mark.timeout(900)  # two installs and two updates with health windows
+pytestmark = [
+    pytest.mark.timeout(900),  # two installs and two updates with health windows
+    pytest.mark.xdist_group("releases"),  # one worker builds the module's releases once
+]
 
 FAKE = Path(__file__).with_name("fake_systemctl.py")
 BASE_VERSION = "0.1.0"
