@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_summary_names_the_absent_shared_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])  # in this process, and as make test runs them
+def test_summary_names_the_absent_shared_folder(tmp_path: Path, workers: str) -> None:
     absent = tmp_path / "no-shared"
     result = subprocess.run(
         [
@@ -20,6 +23,8 @@ def test_summary_names_the_absent_shared_folder(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            workers,
             "tests/gbt27930/test_gbt_capture.py",
         ],
         cwd=REPO,
