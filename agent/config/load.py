@@ -39,6 +39,9 @@ from drivers.modbus.profile import load_profile_dirs
 from drivers.modbus.profile_check import ProfileError
 
 DEFAULT_CONFIG_PATH = Path("/etc/evgw/evgw.toml")
+SECRET_WORDS = ("password", "passwd", "secret", "token", "private", "data_iv")
+"""An unknown key named like one of these is taken for a secret put in the wrong file (its
+value is never repeated in a problem)."""
 CONFIG_ENV = "EVGW_CONFIG"
 
 
@@ -175,6 +178,8 @@ def _check(value: Any, tp: Any, path: str, problems: list[str]) -> None:
             if key not in fields:
                 hint = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
                 suggestion = f" (did you mean `{hint[0]}`?)" if hint else ""
+                if any(word in key.lower() for word in SECRET_WORDS):
+                    suggestion = " (a secret? secrets belong in secrets.toml, never in evgw.toml)"
                 problems.append(f"{_join(path, key)}: unknown key{suggestion}")
         for name, field in fields.items():
             if name not in value:

@@ -281,6 +281,17 @@ def test_invalid_or_restart_only_configs_are_refused(rig: Rig) -> None:
     assert (
         code == 1 and "no connector 'nowhere'" in problems and "more than one CAN bus" in problems
     )
+    secret = "hunter2-never-logged"
+    leaking = running.replace("[uplinks.mqtt]\n", f'[uplinks.mqtt]\npassword = "{secret}"\n')
+    code, reply, _err = apply(rig, leaking)
+    assert code == 1 and reply["problems"] == [
+        "uplinks.mqtt.password: unknown key (a secret? secrets belong in secrets.toml, never in "
+        "evgw.toml)"
+    ]
+    assert secret not in json.dumps(reply) and secret not in json.dumps(
+        events(rig, "config_refused")
+    )
+    assert secret not in rig.agent.log_text()
     done = run_cli("config", "apply", str(rig.directory / "new.toml"), "--config", str(rig.config))
     assert done.returncode == 1 and done.stdout.startswith("refused, nothing changed:")
     restart = running.replace("checkpoint_interval_s = 5", "checkpoint_interval_s = 6")
@@ -288,7 +299,7 @@ def test_invalid_or_restart_only_configs_are_refused(rig: Rig) -> None:
     assert code == 1 and "ledger.checkpoint_interval_s: only a restart" in reply["problems"][0]
     assert rig.config.read_text() == running
     assert status(rig)["meter_lines"] == before["meter_lines"]
-    assert len(events(rig, "config_refused")) == 5
+    assert len(events(rig, "config_refused")) == 6
     code, reply, _err = apply(rig, running)
     assert code == 0 and reply["outcome"] == "unchanged"
 
