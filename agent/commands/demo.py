@@ -143,6 +143,8 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
         if duration_s > 0:
             done, _ = await asyncio.wait({task}, timeout=duration_s)
             if not done:
+                if operator is not None:
+                    operator.stop()  # the orders written at the stop stay unbilled
                 signal.raise_signal(signal.SIGTERM)  # the service's own clean stop
         rc = await task
         accepted = platform.receiver.accepted()
@@ -151,6 +153,12 @@ async def run_demo(state_dir: Path, duration_s: float, live: bool) -> tuple[int,
             "cec_platform_duplicates": sum(a["copies"] - 1 for a in accepted),
             "mqtt_broker": "local mosquitto" if broker else "not installed: MQTT skipped",
             "operator_billed": len(operator.sent) if operator else 0,
+            "cec_audit_notes": [
+                item["NoteString"]
+                for a in accepted
+                for item in (a["data"].get("EventInfos") or a["data"].get("AlarmInfos") or [])
+                if str(item.get("NoteString", "")).startswith(("9008 ", "9009 ", "9010 "))
+            ],
         }
         return rc, received
     finally:

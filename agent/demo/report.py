@@ -21,6 +21,9 @@ from agent.ledger.verify import verify_lines
 from agent.station.codes import (
     ALARM_CODES,
     AUDIT_TYPE,
+    BILLED_ENERGY_MISMATCH,
+    BILLED_MISSING,
+    BILLED_MONEY_MISMATCH,
     SEAL_TYPE,
     SITE_TYPE,
     STOP_BMS,
@@ -39,6 +42,9 @@ STOP_MEANINGS: dict[int, str] = {
     STOP_DISCONNECTED: "connector disconnected or gateway stopped",
 }
 """T/CEC StopReason codes in words (docs/STATION.md)."""
+
+BILLING_CODES = (BILLED_ENERGY_MISMATCH, BILLED_MONEY_MISMATCH, BILLED_MISSING)
+"""The billing audit's alarms: shown on each order's ``billed`` line, not in its audit."""
 
 
 def alarm_text(code: int | str) -> str:
@@ -82,6 +88,31 @@ def is_site_alarm(body: dict[str, Any]) -> bool:
     )
 
 
+def money_text(order: dict[str, Any]) -> str:
+    """``12.34 yuan (elec 4.56 + service 7.78, 2 periods, tariff std)`` or ``no tariff``."""
+    if not order.get("tariff_id"):
+        return "no tariff"
+    periods = len(order.get("charge_details") or ())
+    return (
+        f"{order['total_money_yuan']:.2f} yuan (elec {order['elec_money_yuan']:.2f} + service "
+        f"{order['service_money_yuan']:.2f}, {periods} period{'' if periods == 1 else 's'}, "
+        f"tariff {order['tariff_id']})"
+    )
+
+
+def billed_text(details: dict[str, Any] | None) -> str:
+    """The operator's figure against the metered order, as the billing audit recorded it."""
+    if details is None:
+        return "no billed figure yet"
+    codes = [code for code, ok in (("9008", "energy_agrees"), ("9009", "money_agrees"))
+             if not details[ok]]  # fmt: skip
+    verdict = "agrees" if not codes else "differs: " + "; ".join(map(alarm_text, codes))
+    return (
+        f"metered {details['metered_kwh']} kWh / {details['own_yuan']} yuan, billed "
+        f"{details['billed_kwh']} kWh / {details['billed_yuan']} yuan: {verdict}"
+    )
+
+
 def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
     key = GatewayKey.load(key_path)
     conn = open_for_reading(ledger_path)
@@ -96,6 +127,7 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
     alarms: Counter[str] = Counter()
     site_alarms: list[dict[str, Any]] = []
     last_order: dict[str, dict[str, Any]] = {}
+    billed: dict[str, dict[str, Any]] = {}
     for line in lines:
         item = msgspec.json.decode(line)
         if "kind" not in item:
@@ -103,6 +135,8 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
         kinds[item["kind"]] += 1
         body = item["body"]
         connector = item.get("connector_id")
+        if item["kind"] == "event" and body.get("event") == "billed_checked":
+            billed[body["session_id"]] = body["details"]  # the latest figure counts
         if item["kind"] == "charge_order":
             order = {"connector_id": connector, **body, "audit_codes": []}
             orders.append(order)
@@ -114,7 +148,11 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
                     {"code": body["code"], "connector_id": connector, "message": body["message"]}
                 )
             # the station model writes an order's audit alarms right after the order
-            if body.get("type") == AUDIT_TYPE and connector in last_order:
+            if (
+                body.get("type") == AUDIT_TYPE
+                and body.get("code") not in BILLING_CODES  # those come with the billed line
+                and connector in last_order
+            ):
                 last_order[connector]["audit_codes"].append(body["code"])
     return {
         "records_by_kind": dict(sorted(kinds.items())),
@@ -131,6 +169,8 @@ def build_report(ledger_path: Path, key_path: Path) -> dict[str, Any]:
                 "audit": "mismatch: " + "; ".join(map(alarm_text, order["audit_codes"]))
                 if order["audit_codes"]
                 else "ok",
+                "money": money_text(order),
+                "billed": billed_text(billed.get(order["session_id"])),
                 "ocmf_signed": bool(order.get("ocmf")),
                 "meter_flags": sorted(
                     k
@@ -180,6 +220,12 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if platforms.get("mqtt_broker"):
         lines.append(f"  MQTT: {platforms['mqtt_broker']}")
+    if platforms.get("operator_billed"):
+        lines.append(
+            f"  operator sent a billed figure for {platforms['operator_billed']} orders over MQTT"
+        )
+    for note in platforms.get("cec_audit_notes", []):
+        lines.append(f"  T/CEC receiver got the billing audit: {note}")
     lines.append(f"  orders: {len(report['orders'])}")
     for o in report["orders"]:
         lines.append(
@@ -190,6 +236,8 @@ def render_report(report: dict[str, Any]) -> str:
             f"{', OCMF signed' if o['ocmf_signed'] else ''}"
         )
         lines.append(f"      stop reason {stop_text(o['stop_reason'])}")
+        lines.append(f"      money {o['money']}")
+        lines.append(f"      billed: {o['billed']}")
         if o.get("meter_flags"):
             lines.append(f"      flagged: {', '.join(o['meter_flags'])}")
     return "\n".join(lines)

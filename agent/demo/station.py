@@ -89,6 +89,8 @@ FAULTS: tuple[tuple[Fault, ...], ...] = (
 
 
 DEMO_OPERATOR_ID = "MA5DEMO01"
+DEMO_STATION_ID = "DEMO-0001"
+"""``station.station_id`` of config/demo.toml."""
 DEMO_CEC_URL = "http://127.0.0.1:15021/evcs/v1/"
 
 
@@ -112,12 +114,14 @@ def write_demo_config(
     dlt645_port: str,
     cec_url: str | None = None,
     mqtt_port: int | None = None,
+    command_pubkey_file: Path | None = None,
 ) -> Path:
     """The demo config with its state folder and simulator endpoints (the Modbus TCP port,
     the DL/T 645 line's device) filled in, plus a key.
 
     Without ``cec_url`` the T/CEC uplink is disabled; with ``mqtt_port`` an MQTT uplink to a
-    local broker (plain TCP on loopback) is added.
+    local broker (plain TCP on loopback) is added, taking the commands signed by the key of
+    ``command_pubkey_file`` (the demo's operator).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     text = (
@@ -137,6 +141,9 @@ def write_demo_config(
             "tls = false                          # loopback broker of the demo\n"
             'topic_prefix = "evgw/demo"\n'
         )
+        if command_pubkey_file is not None:
+            text += f'command_pubkey_file = "{command_pubkey_file}"\n'
+
     path = state_dir / "evgw.toml"
     path.write_text(text, "utf-8")
     key = state_dir / "gateway.key"

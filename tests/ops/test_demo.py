@@ -49,6 +49,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     # both DC sessions were running when the demo stopped: each left an order, closed at stop
     dc_orders = [o for o in report["orders"] if o["connector_id"].startswith("DEMODC")]
     assert {o["connector_id"] for o in dc_orders} == {"DEMODC0101", "DEMODC0102"}
+    for order in report["orders"]:  # money per order and its billing-audit line
+        assert order["money"].endswith("tariff std)") and " yuan (elec " in order["money"]
+        assert order["billed"] == "no billed figure yet"  # written at the stop: not billed
     for order in dc_orders:
         assert order["ocmf_signed"] is True
         assert order["vin"].startswith("LSIMDEMO")
