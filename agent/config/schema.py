@@ -71,6 +71,9 @@ class StationSection(Section, kw_only=True):
     lat: Annotated[float, Meta(ge=-90, le=90)] = 0.0
     timezone: NonEmpty = "Asia/Shanghai"
     """Wall time of tariff periods and of the times sent to the city platform (IANA name)."""
+    capacity_kw: Positive | None = None
+    """The site's grid connection (transformer or contracted) capacity: the station main
+    meter's power above it is alarm 202 (overload). None: no overload check."""
 
 
 class ConnectorSection(Section, kw_only=True):
@@ -145,6 +148,9 @@ class MeterSection(Section, kw_only=True):
     every session start and end."""
     clock_drift_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
     """A meter clock further than this from the gateway's is an alarm (DL/T 645 meters)."""
+    seal_clear_after_s: Annotated[float, Meta(ge=60, le=604800)] = 3600.0
+    """A tamper or replacement alarm clears this long after the last counted event (and at
+    least two seal reads later) when no further event was counted (docs/METERS.md §9.5)."""
 
     def __post_init__(self) -> None:
         dlt645 = self.protocol == "dlt645"
@@ -284,6 +290,9 @@ class SafetySection(Section, kw_only=True):
     energy_above_power_pct: Percent = 10.0
     """Energy above peak power x duration by more than this (and ``energy_tolerance_kwh``) is
     alarm 9015."""
+    grid_over_voltage_v: Annotated[float, Meta(ge=100, le=1000)] = 242.0
+    """A phase voltage of the station main meter above this is alarm 201 (grid over-voltage;
+    default 220 V + 10 %); it clears 2 % below."""
 
 
 class MetricsSection(Section, kw_only=True):
