@@ -236,8 +236,10 @@ def render_report(report: dict[str, Any]) -> str:
             f"{', OCMF signed' if o['ocmf_signed'] else ''}"
         )
         lines.append(f"      stop reason {stop_text(o['stop_reason'])}")
-        lines.append(f"      money {o['money']}")
-        lines.append(f"      billed: {o['billed']}")
+        if "money" in o:
+            lines.append(f"      money {o['money']}")
+        if "billed" in o:
+            lines.append(f"      billed: {o['billed']}")
         if o.get("meter_flags"):
             lines.append(f"      flagged: {', '.join(o['meter_flags'])}")
     return "\n".join(lines)

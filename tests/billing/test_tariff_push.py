@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.billing.pushed import (
     TariffRefused,
@@ -200,3 +202,51 @@ async def test_tariff_command(
     reply = await send(handler, platform.command("tariff", "t6", {"tariff": entry(soon)}))
     assert reply["ok"] is True and reply["result"]["valid_from"] == soon
     assert [t.valid_from for t in load_pushed(str(tmp_path))] == [soon]
+
+
+PERIOD = st.fixed_dictionaries(
+    {},
+    optional={
+        "start": st.sampled_from(["00:00", "08:00", "25:00", "x", ""]),
+        "type": st.sampled_from(["flat", "peak", "nope"]),
+        "elec_price": st.one_of(st.floats(allow_nan=True), st.integers(), st.text(max_size=5)),
+        "service_price": st.one_of(st.floats(), st.none()),
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tariff=st.one_of(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "id": st.sampled_from(["std", "other", "", "x" * 40]),
+                "valid_from": st.sampled_from(
+                    ["2099-01-01 00:00:00", "2001-01-01 00:00:00", "soon"]
+                ),
+                "periods": st.lists(PERIOD, max_size=3),
+                "default": st.booleans(),
+                "extra": st.integers(),
+            },
+        ),
+        st.text(max_size=10),
+        st.lists(st.integers(), max_size=2),
+    )
+)
+async def test_tariff_args_fuzz(
+    served: tuple[CommandHandler, Platform, Ledger], tmp_path: Path, tariff: Any
+) -> None:
+    """Any signed tariff args: a reply, never an exception; a refusal keeps nothing."""
+    handler, platform, _ledger = served
+    before = load_pushed(str(tmp_path))
+    reply = await send(
+        handler, platform.command("tariff", f"f-{time.monotonic_ns()}", {"tariff": tariff})
+    )
+    after = load_pushed(str(tmp_path))
+    if reply["ok"]:
+        assert len(after) == len(before) + 1 and after[-1].valid_from == tariff["valid_from"]
+    else:
+        assert reply["error"] and after == before
