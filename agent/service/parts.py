@@ -24,7 +24,7 @@ import time
 
 from agent.config.schema import Config
 from agent.config.secrets import Secrets
-from agent.ops.config_diff import Plan
+from agent.ops.config_diff import Change, Plan, diff, plan
 from agent.service.devices import Devices
 from agent.service.supervisor import Supervisor
 from agent.service.tariffs import config_with_pushed
@@ -41,6 +41,20 @@ PART_STOP_S = 3.0
 PART_PREFIXES = ("can-", "meters-", "uplink-")
 KEPT = ("station", "can-activity")
 """Components that run on objects an apply keeps (the station writer, the bus monitor)."""
+
+
+def plan_for(
+    old: Config, new: Config, old_secrets: Secrets, new_secrets: Secrets
+) -> tuple[list[Change], Plan]:
+    """The changes and the plan; an uplink whose secrets changed in the secrets file is
+    rebuilt too (it must log in with the new ones)."""
+    changes = diff(old, new)
+    steps = plan(old, new, changes)
+    for plugin, _section in enabled_uplinks(new):
+        if old_secrets.uplink(plugin.name) != new_secrets.uplink(plugin.name):
+            log.info("the secrets of uplink %s changed: it reconnects with them", plugin.name)
+            steps.uplinks[plugin.name] = None
+    return changes, steps
 
 
 def task_names(plan: Plan) -> list[str]:

@@ -3,12 +3,12 @@
 Start-up: load and validate the config and secrets (a bad config stops here with exit 2,
 before systemd is told we are ready), build the components (:mod:`agent.service.wiring`), start
 each as a supervised task, then send ``READY=1``. While running: ``WATCHDOG=1`` from the
-loop at half the watchdog interval and a one-line ``STATUS=``. SIGHUP reloads the config;
-one that fails validation is logged and ignored, the service keeps the old one. A config
-sent over the status socket (``evgw config apply``, MQTT ``config.apply``) is applied part by
-part and rolled back when the service does not work with it (:mod:`agent.service.apply`).
-SIGTERM
-(or SIGINT) stops intake, flushes and returns 0 within the stop budget.
+loop at half the watchdog interval and a one-line ``STATUS=``. SIGHUP reloads the config
+part by part; one that fails validation is logged and ignored, the service keeps the old
+one. A config sent over the status socket (``evgw config apply``, MQTT ``config.apply``) is
+applied part by part and rolled back when the service does not work with it
+(:mod:`agent.service.apply`). SIGTERM (or SIGINT) stops intake, flushes and returns 0 within
+the stop budget.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from agent.config.errors import ConfigError
 from agent.config.load import config_warnings, load_config
 from agent.config.schema import Config
 from agent.config.secrets import Secrets, load_secrets
-from agent.service.apply import MAX_REQUEST_BYTES, handle_request
+from agent.service.apply import MAX_REQUEST_BYTES, handle_request, reload_parts
 from agent.service.logs import register_secrets
 from agent.service.metrics import start_metrics_server
 from agent.service.status_socket import StatusServer, register_handler, socket_path
@@ -171,12 +171,7 @@ class Service:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             self.notifier.status(f"reload rejected; {self.status_line()}")
             return
-        log.info("configuration reloaded from %s", self.config_path)
-        await self.supervisor.stop(timeout_s=STOP_BUDGET_S / 2)
-        assert self.runtime is not None
-        self.runtime = await self.runtime.reconfigure(config, secrets)
-        self.config, self.secrets, self.config_bytes = config, secrets, text
-        self._start_components()
+        await reload_parts(self, config, secrets, text)
         self.notifier.ready(self.status_line())
 
     async def _watchdog(self) -> None:

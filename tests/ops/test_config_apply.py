@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,6 +336,24 @@ def test_mqtt_handler_applies_through_the_service(
     answer = asyncio.run(apply_config(ServiceContext(STATION_ID, None), text, 5, "mqtt c-1"))
     assert answer["outcome"] == "applied" and answer["requested_by"] == "mqtt c-1"
     assert answer["changes"] == ["meters.dc-01.poll_interval_s: 2.0 → 1.0"]
+
+
+def test_sighup_switches_only_the_changed_parts_too(rig: Rig) -> None:
+    opens = bus_opens(rig)
+    connects = rig.agent.log_text().count("MQTT connected")
+    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", "3")
+    rig.config.write_text(text)
+    secrets = rig.directory / "secrets.toml"
+    secrets.write_text(secrets.read_text() + '\n[mqtt]\nusername = "evgw-e2e"\n')
+    rig.agent.proc.send_signal(signal.SIGHUP)
+    rig.agent.wait_logged("configuration reloaded from")
+    line = f"127.0.0.1:{rig.station.modbus_port}"
+    (event,) = events(rig, "config_reloaded")
+    assert event["details"]["parts"] == [f"meter line {line}", "uplink mqtt"]
+    assert event["details"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    wait_until(lambda: all_working(status(rig)), 10, "everything working after the reload")
+    assert bus_opens(rig) == opens  # the buses kept listening
+    assert rig.agent.log_text().count("MQTT connected") == connects + 1  # the new secrets
 
 
 REQUEST_VALUES = st.recursive(
