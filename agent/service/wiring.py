@@ -2,13 +2,15 @@
 
 :func:`build_runtime` turns a validated :class:`~agent.config.schema.Config` into a
 :class:`Runtime`: long-lived resources (the ledger and its key) plus the list of supervised
-:class:`Component`\\ s (drivers, station model, uplinks). A new config (SIGHUP, a config apply) is
-switched part by part (:mod:`agent.service.parts`); the ledger stays open throughout.
+:class:`Component`\\ s (drivers, station model, uplinks). On SIGHUP the service stops the
+components, calls :meth:`Runtime.reconfigure` with the new config and starts the new ones;
+the ledger stays open throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,7 @@ from agent.config.schema import Config
 from agent.config.secrets import Secrets
 from agent.ledger import GatewayKey, Ledger
 from agent.ops.config_diff import line_key
+from agent.ops.update_ledger import running_layout, watch_steps
 from agent.records.bodies import EventBody, body_to_dict
 from agent.records.envelope import Record, iso_ts
 from agent.service.billing import BillingDesk
@@ -151,6 +154,37 @@ class Runtime:
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
 
+    async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
+        """The runtime for a reloaded config; the ledger and key stay open."""
+        config = config_with_pushed(config)
+        if Path(config.ledger.path) != self.ledger.path:
+            log.warning(
+                "ledger.path changed to %s: it takes effect at the next restart; still using %s",
+                config.ledger.path,
+                self.ledger.path,
+            )
+        await self.ledger.append(
+            lifecycle_event(config, "config_reloaded", "configuration reloaded", version=VERSION)
+        )
+        for record in self.writer.model.reload(config, time.time()):
+            self.ledger.append_nowait(record)
+        runtime = Runtime(
+            config=config,
+            secrets=secrets,
+            key=self.key,
+            ledger=self.ledger,
+            writer=self.writer,
+            counting_ledger=self.counting_ledger,
+            devices=Devices.build(config, self.writer.queue),
+            uplinks=build_uplinks(config, secrets, self.ledger),
+        )
+        self.writer.observers[:] = [runtime.devices.observe]
+        for uplink in runtime.uplinks:
+            await self.ledger.register_uplink(uplink.name)
+        runtime.components = build_components(runtime)
+        register_handler("uplink", runtime.uplink_request)
+        return runtime
+
     @property
     def intake_names(self) -> list[str]:
         """The components that bring data in (drivers, station): stopped first at shutdown."""
@@ -196,6 +230,10 @@ def build_components(runtime: Runtime) -> list[Component]:
     tariffs = TariffDesk(runtime.config, runtime.ledger, runtime.writer.model)
     register_handler("tariff", tariffs.tariff)  # the MQTT tariff command
     components.append(Component("billing", billing.run, intake=False))
+    layout = running_layout()
+    if layout is not None:  # installed as releases: the updater's journal into the ledger
+        watch = functools.partial(watch_steps, runtime.ledger, runtime.config, layout)
+        components.append(Component("update-steps", watch, intake=False))
     components += [Component(f"uplink-{u.name}", u.run, intake=False) for u in runtime.uplinks]
     return components
 
