@@ -2,9 +2,8 @@
 
 :func:`build_runtime` turns a validated :class:`~agent.config.schema.Config` into a
 :class:`Runtime`: long-lived resources (the ledger and its key) plus the list of supervised
-:class:`Component`\\ s (drivers, station model, uplinks). On SIGHUP the service stops the
-components, calls :meth:`Runtime.reconfigure` with the new config and starts the new ones;
-the ledger stays open throughout.
+:class:`Component`\\ s (drivers, station model, uplinks). A new config (SIGHUP, a config apply) is
+switched part by part (:mod:`agent.service.parts`); the ledger stays open throughout.
 """
 
 from __future__ import annotations
@@ -153,37 +152,6 @@ class Runtime:
             return {"ok": True, **await chosen[0].resend(request)}
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
-
-    async def reconfigure(self, config: Config, secrets: Secrets) -> Runtime:
-        """The runtime for a reloaded config; the ledger and key stay open."""
-        config = config_with_pushed(config)
-        if Path(config.ledger.path) != self.ledger.path:
-            log.warning(
-                "ledger.path changed to %s: it takes effect at the next restart; still using %s",
-                config.ledger.path,
-                self.ledger.path,
-            )
-        await self.ledger.append(
-            lifecycle_event(config, "config_reloaded", "configuration reloaded", version=VERSION)
-        )
-        for record in self.writer.model.reload(config, time.time()):
-            self.ledger.append_nowait(record)
-        runtime = Runtime(
-            config=config,
-            secrets=secrets,
-            key=self.key,
-            ledger=self.ledger,
-            writer=self.writer,
-            counting_ledger=self.counting_ledger,
-            devices=Devices.build(config, self.writer.queue),
-            uplinks=build_uplinks(config, secrets, self.ledger),
-        )
-        self.writer.observers[:] = [runtime.devices.observe]
-        for uplink in runtime.uplinks:
-            await self.ledger.register_uplink(uplink.name)
-        runtime.components = build_components(runtime)
-        register_handler("uplink", runtime.uplink_request)
-        return runtime
 
     @property
     def intake_names(self) -> list[str]:
