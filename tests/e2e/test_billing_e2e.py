@@ -1,14 +1,17 @@
 """End to end, the billing audit (#13 item 3): a real ``evgw run`` charges one session, the
 operator sends a signed ``billed`` command through a real mosquitto with more energy than was
 metered, and the embedded T/CEC receiver gets alarm 9008 as the configured carrier (an
-EventInfo 7002 with both figures in its note)."""
+EventInfo 7002 with both figures in its note); a signed ``tariff`` command pushes a version
+that ``evgw status`` then shows in force."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import queue
 import time
+import zoneinfo
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -29,8 +32,11 @@ from tests.e2e.helpers import (
     Rig,
     ledger_records,
     orders,
+    run_cli,
     wait_until,
 )
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 
 
 def with_command_key(rig: Rig) -> ec.EllipticCurvePrivateKey:
@@ -109,8 +115,19 @@ def test_wrong_billed_figure_reaches_the_city_platform(
             "billed", signed(key, "billed", "bill-2", {**args, "session_id": "C9-0"})
         )
         assert unknown["ok"] is False and "no order for session 'C9-0'" in unknown["error"]
+        # a tariff version from two seconds on: kept, and `evgw status` shows it in force
+        since = dt.datetime.now(SHANGHAI).replace(microsecond=0) + dt.timedelta(seconds=2)
+        entry = {"id": "std", "valid_from": f"{since:%Y-%m-%d %H:%M:%S}", "periods": [
+            {"start": "00:00", "type": "flat", "elec_price": 0.7, "service_price": 0.8}]}  # fmt: skip
+        pushed = operator.send("tariff", signed(key, "tariff", "tariff-1", {"tariff": entry}))
+        assert pushed["ok"] is True, pushed
     finally:
         operator.close()
+    time.sleep(max(0.0, since.timestamp() - time.time()) + 0.5)
+    status = json.loads(run_cli("status", "--json", "--config", str(rig.config)).stdout)
+    assert [c["tariff"] for c in status["connectors"]] == [
+        f"std flat 0.7+0.8 (from {since:%Y-%m-%d %H:%M:%S})"
+    ]
 
     def carried() -> list[dict[str, Any]]:
         return [
