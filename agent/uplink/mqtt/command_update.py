@@ -33,19 +33,24 @@ def updates_dir(state_dir: str) -> Path:
     return Path(state_dir) / "updates"
 
 
-def _allowed(url: str) -> str:
+def https_or_loopback(url: str) -> None:
+    """Refuse a URL that is not https:// (plain http:// only to this machine)."""
     parts = urllib.parse.urlsplit(url)
-    name = Path(parts.path).name
-    if not _NAME.match(name):
-        raise Refused(f"url must end in evgw-VERSION.tar, not {name[:80]!r}")
-    if parts.scheme == "https":
-        return name
+    if parts.scheme == "https" and parts.hostname:
+        return
     try:
         loopback = parts.scheme == "http" and ipaddress.ip_address(parts.hostname or "").is_loopback
     except ValueError:
         loopback = False
     if not loopback:
         raise Refused("url must be https:// (plain http only from this machine)")
+
+
+def _allowed(url: str) -> str:
+    name = Path(urllib.parse.urlsplit(url).path).name
+    if not _NAME.match(name):
+        raise Refused(f"url must end in evgw-VERSION.tar, not {name[:80]!r}")
+    https_or_loopback(url)
     return name
 
 
