@@ -41,12 +41,12 @@ def test_one_meter_poll_interval_touches_only_its_line(tmp_path: Path) -> None:
 
 
 def test_reordered_meters_are_no_change_and_bad_files_exit_2(tmp_path: Path) -> None:
-    blocks = EXAMPLE.split("[[meters]]")
+    blocks = EXAMPLE.split("\n[[meters]]\n")  # not the commented-out example entries
     head, meters = blocks[0], blocks[1:]
     last = meters[-1]
     tail_at = last.index("\n[", 1) if "\n[" in last else len(last)
     meters[-1], rest = last[:tail_at] + "\n", last[tail_at:]
-    reordered = head + "".join("[[meters]]" + m for m in reversed(meters)) + rest
+    reordered = head + "".join("\n[[meters]]\n" + m for m in reversed(meters)) + rest
     assert reordered != EXAMPLE
     assert diff(tmp_path, reordered).returncode == 0
     bad = diff(tmp_path, "[gateway\n")
