@@ -43,7 +43,7 @@ from agent.config.errors import ConfigError
 from agent.config.load import parse_config
 from agent.config.schema import Config
 from agent.config.secrets import Secrets, load_secrets
-from agent.ops.config_diff import Plan, diff, plan
+from agent.ops.config_diff import Plan
 from agent.service.parts import health, plan_for, switch
 from agent.service.supervisor import Supervisor
 from agent.service.systemd_notify import Notifier
@@ -114,13 +114,12 @@ class Staged:
                 stale.unlink()
         temp = path.with_name(f".{path.name}.apply-{os.getpid()}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
+        with os.fdopen(fd, "wb") as file:
             with contextlib.suppress(OSError):  # keep the running file's permissions
                 os.fchmod(fd, path.stat().st_mode & 0o777)
-            os.write(fd, data)
+            file.write(data)
+            file.flush()
             os.fsync(fd)
-        finally:
-            os.close(fd)
         return cls(path, temp)
 
     def discard(self) -> None:
@@ -283,10 +282,9 @@ async def _roll_back(running: Running, c: _Candidate, reason: str) -> dict[str, 
     old, old_secrets, runtime = running.config, running.secrets, running.runtime
     assert old is not None and old_secrets is not None and runtime is not None
     c.staged.discard()
+    _changes, back = plan_for(c.config, old, c.secrets, old_secrets)
     try:
-        await switch(
-            runtime, running.supervisor, old, old_secrets, plan(c.config, old, diff(c.config, old))
-        )
+        await switch(runtime, running.supervisor, old, old_secrets, back)
     except Exception as exc:  # then only a restart brings the previous config back whole
         log.exception("switching back to the previous config failed")
         reason += f"; switching back failed too ({type(exc).__name__}: {exc}): restart the service"
@@ -306,7 +304,13 @@ async def reload_parts(running: Running, config: Config, secrets: Secrets, text:
     _changes, steps = plan_for(old, config, old_secrets, secrets)
     if steps.restart:
         log.warning("%s: take effect at the next restart", ", ".join(steps.restart))
-    await switch(runtime, running.supervisor, config, secrets, steps)
+    try:
+        await switch(runtime, running.supervisor, config, secrets, steps)
+    except Exception:  # a driver or uplink that cannot be built: back to the running config
+        log.exception("reload failed while switching; switching back to the running config")
+        _changes, back = plan_for(config, old, secrets, old_secrets)
+        await switch(runtime, running.supervisor, old, old_secrets, back)
+        return
     running.config, running.secrets, running.config_bytes = config, secrets, text
     parts = steps.parts()
     log.info(
