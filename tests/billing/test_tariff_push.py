@@ -250,3 +250,14 @@ async def test_tariff_args_fuzz(
         assert len(after) == len(before) + 1 and after[-1].valid_from == tariff["valid_from"]
     else:
         assert reply["error"] and after == before
+
+
+def test_status_shows_the_tariff_column(tmp_path: Path) -> None:
+    from agent.commands.status import render
+
+    model = StationModel(config_with_pushed(parse_config(config_text(tmp_path))))
+    model.startup([], T0)
+    text = render({"connectors": [connector_row(c, T0) for c in model.connectors.values()]})
+    header = next(line for line in text.splitlines() if "connector" in line and "tariff" in line)
+    assert header.split()[-1] == "tariff"
+    assert text.count("std flat 0.62+0.8") == len(model.connectors)
