@@ -215,3 +215,18 @@ async def test_queries_answer_project_alarms_by_their_carrier(
             assert [i["NoteString"] for i in reply[key]] == [f"9008 raised: {NOTE}"]
         finally:
             uplink.queries.stop()
+
+
+def test_a_carrier_without_its_interface_is_a_warning() -> None:
+    from agent.uplink.cec.config import warnings
+
+    config = parse_config(config_with('interfaces = ["notification_charge_order_info"]'))
+    assert config.uplinks.cec is not None
+    assert warnings(config, config.uplinks.cec) == [
+        "uplinks.cec.project_alarms.energy_audit: 'event' needs notification_eventInfo in "
+        "uplinks.cec.interfaces; those alarms stay operator-only",
+        "uplinks.cec.project_alarms.meter_seal: 'event' needs notification_eventInfo in "
+        "uplinks.cec.interfaces; those alarms stay operator-only",
+    ]
+    default = parse_config(config_with(""))
+    assert default.uplinks.cec is not None and warnings(default, default.uplinks.cec) == []

@@ -199,12 +199,21 @@ def _carrier_problems(cec: CecSection) -> list[str]:
 
 
 def warnings(_config: Config, cec: CecSection) -> list[str]:
-    """Plaintext HTTP to a platform that is not on this machine."""
+    """Plaintext HTTP to a platform that is not on this machine; a project alarm carrier
+    whose interface is not among ``interfaces`` (those alarms would not go out)."""
+    out = []
     scheme, _, rest = cec.base_url.partition("://")
     host = urlsplit(cec.base_url).hostname or rest.split("/", 1)[0]
-    if scheme != "http" or is_loopback(host):
-        return []
-    return [
-        f"uplinks.cec.base_url: http:// to {host} sends the bearer token in plaintext (the "
-        "Data is AES-encrypted, the token is not); a city platform should be https://"
-    ]
+    if scheme == "http" and not is_loopback(host):
+        out.append(
+            f"uplinks.cec.base_url: http:// to {host} sends the bearer token in plaintext (the "
+            "Data is AES-encrypted, the token is not); a city platform should be https://"
+        )
+    interface = {"event": "notification_eventInfo", "alarm": "notification_alarmInfo"}
+    for group, carrier in sorted(carriers_of(cec).items()):
+        if carrier in interface and interface[carrier] not in cec.interfaces:
+            out.append(
+                f"uplinks.cec.project_alarms.{group}: {carrier!r} needs "
+                f"{interface[carrier]} in uplinks.cec.interfaces; those alarms stay operator-only"
+            )
+    return out
