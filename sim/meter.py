@@ -3,9 +3,11 @@
 :class:`SimMeter` holds one meter's electrical state. The charging simulator (or a test)
 drives it with :meth:`SimMeter.set_power`, :meth:`SimMeter.set_voltage`,
 :meth:`SimMeter.set_current` and :meth:`SimMeter.set`; energy is integrated from power,
-either explicitly with :meth:`SimMeter.advance` or from an injected ``clock``. Faults:
-``no_answer``, ``exception_code``, ``garbage`` (a reply with a broken CRC), and
-:meth:`SimMeter.reset_energy`.
+either explicitly with :meth:`SimMeter.advance` or from an injected ``clock``. The
+profile's identity registers hold :attr:`SimMeter.identity` (set one with
+:meth:`SimMeter.set_identity`: a CT ratio reprogrammed, another meter swapped in). Faults:
+``no_answer``, ``exception_code``, ``garbage`` (a reply with a broken CRC), ``refused``
+(registers answered with exception 02) and :meth:`SimMeter.reset_energy`.
 
 :class:`MeterSimServer` puts several meters (one per unit id) on one line, served over TCP,
 RTU-over-TCP or a serial port (e.g. one end of a socat pty pair). Run it standalone with
@@ -28,6 +30,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus.decode import choose_exponent, encode_value, plan_reads
+from drivers.modbus.identity import identity_words
 from drivers.modbus.profile import load_profiles
 from drivers.modbus.profile_model import Profile
 
@@ -178,14 +181,47 @@ class SimMeter(MeterPhysics):
         self.plan = plan_reads(self.resolved)
         self.functions = frozenset(functions or {self.resolved.function})
         self.flags: dict[str, bool] = {}
+        self.identity: dict[str, int] = {
+            r.name: unit_id if r.name == "modbus_address" else 1 for r in self.resolved.identity
+        }
+        """The identity registers' values (the Modbus address setting: the unit id)."""
+        self._shared = {
+            q.name: (r.name, q.scale)
+            for q in self.resolved.quantities
+            for r in self.resolved.identity
+            if (q.function, q.address) == (r.function, r.address)
+        }
+        """Quantities that read an identity register (a ratio also read at every poll)."""
         # fault injection
         self.no_answer = False
         self.exception_code: int | None = None
         self.garbage = False
+        self.refused: set[int] = set()
+        """Register addresses a read may not touch: exception 02 (illegal data address)."""
         self.requests = 0
 
     def set_flag(self, name: str, active: bool) -> None:
         self.flags[name] = active
+
+    def set_identity(self, name: str, value: int) -> None:
+        """Set an identity register (``ct_ratio`` …); ``ValueError`` for one the profile
+        does not have or a value its type cannot hold."""
+        regs = {r.name: r for r in self.resolved.identity}
+        if name not in regs:
+            known = ", ".join(regs) or "none"
+            raise ValueError(f"profile {self.profile.name!r} has no identity {name!r} ({known})")
+        identity_words(regs[name], value)
+        self.identity[name] = value
+
+    def value(self, name: str) -> float:
+        shared = self._shared.get(name)
+        if shared is not None and name not in self.overrides:
+            return self.identity[shared[0]] * shared[1]
+        return super().value(name)
+
+    def identity_addresses(self) -> set[int]:
+        """Every register of the profile's identity (to refuse them all, for instance)."""
+        return {a for r in self.resolved.identity for a in range(r.address, r.address + r.count)}
 
     # ---------------------------------------------------------------- registers
     def image(self) -> dict[tuple[int, int], int]:
@@ -209,14 +245,17 @@ class SimMeter(MeterPhysics):
             mask = (1 << f.bit) if f.bit is not None else 1
             current = regs.get(key, 0)
             regs[key] = current | mask if self.flags.get(f.name) else current
+        for r in self.resolved.identity:
+            for k, w in enumerate(identity_words(r, self.identity[r.name])):
+                regs[(r.function, r.address + k)] = w
         return regs
 
     def addresses(self) -> list[int]:
-        """Every register address a read may touch (the profile's planned blocks)."""
+        """Every register address a read may touch (the planned blocks, the identity)."""
         out: set[int] = set()
         for b in self.plan.blocks:
             out.update(range(b.address, b.address + b.count))
-        return sorted(out)
+        return sorted(out | self.identity_addresses())
 
     async def _action(
         self,
@@ -234,6 +273,8 @@ class SimMeter(MeterPhysics):
             return ExcCodes(self.exception_code)
         if function_code not in self.functions:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self.refused.intersection(range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS
         image = self.image()
         fc = self.resolved.function if function_code not in {3, 4} else function_code
         for addr in range(address, address + count):
@@ -390,7 +431,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voltage-v", type=float, default=230.0, help="phase (or DC) voltage")
     p.add_argument("--energy-kwh", type=float, default=0.0, help="initial import energy")
     p.add_argument("--profiles", metavar="DIR", help="profile directory (default: built-in)")
+    p.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an identity register's value for every meter that has it, e.g. ct_ratio=200",
+    )
     return p
+
+
+def _set_identity(meter: SimMeter, items: Sequence[str]) -> None:
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            raise SystemExit(f"--identity {item!r}: expected NAME=INTEGER")
+        if name in meter.identity:
+            try:
+                meter.set_identity(name, int(value))
+            except ValueError as exc:
+                raise SystemExit(f"--identity {item!r}: {exc}") from None
 
 
 async def _serve(args: argparse.Namespace, meters: Sequence[SimMeter]) -> None:
@@ -415,19 +475,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in args.meter:
         prof, unit, opts = _parse_meter(spec, profiles)
         try:
-            meters.append(
-                SimMeter(
-                    prof,
-                    unit,
-                    options=opts,
-                    clock=time.monotonic,
-                    power_w=args.power_w,
-                    voltage_v=args.voltage_v,
-                    energy_import_kwh=args.energy_kwh,
-                )
+            meter = SimMeter(
+                prof,
+                unit,
+                options=opts,
+                clock=time.monotonic,
+                power_w=args.power_w,
+                voltage_v=args.voltage_v,
+                energy_import_kwh=args.energy_kwh,
             )
         except ValueError as exc:
             raise SystemExit(f"--meter {spec!r}: {exc}") from None
+        _set_identity(meter, args.identity)
+        meters.append(meter)
     try:
         asyncio.run(_serve(args, meters))
     except KeyboardInterrupt:

@@ -11,8 +11,8 @@
 * ``[[input_modules]]`` are polled beside the meters (on the same line disciplines); their
   input changes and faults go to the station like meter events;
 * :meth:`Devices.observe` sees every record the station writes: when a connector's session
-  starts or ends, its DL/T 645 meter reads its seal (identity, clock, counters) at the next
-  poll.
+  starts or ends, its meter reads its seal (identity; a DL/T 645 meter also its clock and
+  counters) at the next poll.
 
 Drivers know nothing of records or the ledger: everything they produce lands on one
 ``asyncio.Queue`` that the station writer consumes.
@@ -92,6 +92,7 @@ def meter_spec(meter: MeterSection, config: Config) -> MeterSpec:
         offline_after=meter.offline_after_failures,
         function=meter.function,
         options=dict(meter.options),
+        seal_interval_s=meter.seal_interval_s,
     )
 
 
@@ -271,9 +272,8 @@ class Devices:
         self._sessions[cid] = session_id
         meters = {m.meter_id for m in self.config.meters if m.connector_id == cid}
         for poller in self.pollers:
-            if isinstance(poller, Dlt645Poller):
-                for meter_id in meters.intersection(poller.meter_ids):
-                    poller.check_seal(meter_id)
+            for meter_id in meters.intersection(poller.meter_ids):
+                poller.check_seal(meter_id)
 
     async def _from_bus(self, item: Any) -> None:
         if isinstance(item, BusStateChanged):

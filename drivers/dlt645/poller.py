@@ -13,7 +13,6 @@ part (identity, clock, event counters) every ``seal_interval_s``, and at the nex
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +23,17 @@ from drivers.dlt645.link import Dlt645Line
 from drivers.dlt645.profile import COUNT_FORMAT, RECORD_TIME, DltProfile
 from drivers.modbus.checks import ReadingChecker
 from drivers.modbus.decode import Decoded
-from drivers.modbus.events import MeterEvent, MeterReading
+from drivers.modbus.events import MeterReading
 from drivers.modbus.health import MeterHealth
 from drivers.modbus.line import LineDiscipline, ReadError
 from drivers.modbus.link import SerialLineSpec
-from drivers.modbus.poller import Sink
+from drivers.modbus.polling import (
+    MeterPollerBase,
+    Sink,
+    line_timeout_s,
+    lookup_profile,
+    with_retries,
+)
 from drivers.modbus.seal import SealRead, SealTracker
 
 DATE = parse_format("YYMMDDWW")
@@ -60,11 +65,9 @@ class _Meter:
     health: MeterHealth
     checker: ReadingChecker
     seal: SealTracker
-    seal_due_ts: float | None = None
-    """When the slow read is next due (``None``: at the next poll)."""
 
 
-class Dlt645Poller:
+class Dlt645Poller(MeterPollerBase[_Meter]):
     """All DL/T 645 meters on one line. Raises ``ValueError`` for an inconsistent setup."""
 
     def __init__(
@@ -77,62 +80,23 @@ class Dlt645Poller:
         discipline: LineDiscipline | None = None,
         backoff_max_s: float = 300.0,
     ) -> None:
-        self._meters: dict[str, _Meter] = {}
-        addresses: dict[str, str] = {}
+        super().__init__(sink)
         for spec in meters:
             check_address(spec.address)
-            if spec.meter_id in self._meters:
-                raise ValueError(f"meter id {spec.meter_id!r} appears twice on {line.describe()}")
-            if spec.address in addresses:
-                raise ValueError(
-                    f"meters {addresses[spec.address]!r} and {spec.meter_id!r} share address "
-                    f"{spec.address} on {line.describe()}"
-                )
-            addresses[spec.address] = spec.meter_id
-            try:
-                profile = profiles[spec.profile]
-            except KeyError as exc:
-                raise ValueError(f"meter {spec.meter_id!r}: {exc.args[0]}") from None
-            self._meters[spec.meter_id] = _Meter(
+            meter = _Meter(
                 spec,
-                profile,
+                lookup_profile(profiles, spec.meter_id, spec.profile),
                 MeterHealth(spec.meter_id, spec.offline_after, spec.poll_interval_s, backoff_max_s),
                 ReadingChecker(spec.meter_id, spec.rated_power_w),
-                SealTracker(spec.meter_id, spec.clock_drift_max_s),
+                SealTracker(spec.meter_id, spec.clock_drift_max_s, spec.seal_interval_s),
             )
-        timeouts = [line.timeout_s] + [m.timeout_s for m in meters if m.timeout_s]
-        self.line = Dlt645Line(line, timeout_s=max(timeouts), discipline=discipline)
-        self._sink = sink
-
-    @property
-    def meter_ids(self) -> list[str]:
-        return list(self._meters)
-
-    def health(self, meter_id: str) -> MeterHealth:
-        return self._meters[meter_id].health
-
-    def seal(self, meter_id: str) -> SealTracker:
-        return self._meters[meter_id].seal
-
-    def check_seal(self, meter_id: str) -> None:
-        """Read identity, clock and counters at the next poll (session start or end)."""
-        self._meters[meter_id].seal_due_ts = None
-
-    def _emit(self, item: MeterReading | MeterEvent) -> None:
-        if self._sink is None:
-            return
-        if isinstance(self._sink, asyncio.Queue):
-            self._sink.put_nowait(item)
-        else:
-            self._sink(item)
+            self._add(spec.meter_id, f"address {spec.address}", line.describe(), meter)
+        timeout_s = line_timeout_s(line.timeout_s, meters)
+        self.line = Dlt645Line(line, timeout_s=timeout_s, discipline=discipline)
 
     async def _read(self, m: _Meter, di: int) -> bytes | ReadError:
-        reply: bytes | ReadError = ReadError("timeout", "not read")
-        for _ in range(1 + max(0, m.spec.retries)):
-            reply = await self.line.read(m.spec.address, di, m.spec.timeout_s)
-            if not isinstance(reply, ReadError) or reply.answered or reply.line_down:
-                return reply
-        return reply
+        address, timeout_s = m.spec.address, m.spec.timeout_s
+        return await with_retries(lambda: self.line.read(address, di, timeout_s), m.spec.retries)
 
     async def poll(self, meter_id: str, ts: float) -> MeterReading | None:
         """Read one meter now. ``None`` when it failed, or is offline and not yet due."""
@@ -145,8 +109,7 @@ class Dlt645Poller:
             raw = await self._read(m, q.di)
             if isinstance(raw, ReadError):
                 if not raw.answered:
-                    for event in m.health.failure(ts, raw.message):
-                        self._emit(event)
+                    self._failed(m, ts, raw.message)
                     return None
                 rejected[q.name] = raw.short
                 continue
@@ -155,14 +118,11 @@ class Dlt645Poller:
             except DataError as exc:
                 rejected[q.name] = f"identifier {q.di:08X}: {exc}"
         reading, events = m.checker.check(Decoded(values, rejected, {}), ts)
-        if m.seal_due_ts is None or ts >= m.seal_due_ts:
+        if m.seal.due(ts):
             seal = await self._read_seal(m, ts)
             if seal is not None:
                 events += m.seal.feed(seal, ts)
-                m.seal_due_ts = ts + m.spec.seal_interval_s
-        for event in m.health.success(ts) + events:
-            self._emit(event)
-        self._emit(reading)
+        self._done(m, ts, reading, events)
         return reading
 
     async def _read_seal(self, m: _Meter, ts: float) -> SealRead | None:
@@ -228,14 +188,3 @@ class Dlt645Poller:
         if moment < datetime.time(0, 0, 10):
             return None  # the date may have been read before midnight, the time after
         return self._meter_time(m, datetime.datetime.combine(day.date(), moment)) - ts
-
-    async def poll_line(self, ts: float) -> list[MeterReading]:
-        out = []
-        for meter_id in self._meters:
-            reading = await self.poll(meter_id, ts)
-            if reading is not None:
-                out.append(reading)
-        return out
-
-    def close(self) -> None:
-        self.line.close()

@@ -34,8 +34,14 @@ from drivers.dlt645.data import Format, parse_format
 from drivers.modbus.profile import ProfileSet, layer_profiles, read_profile_folder
 from drivers.modbus.profile_check import Checker, ProfileError, read_toml, type_name
 from drivers.modbus.profile_model import LinkSetting
-from drivers.modbus.profile_toml import parse_link_alternatives, parse_meter_table
-from drivers.modbus.quantities import STANDARD, UNIT_CONVERSIONS, is_vendor_name
+from drivers.modbus.profile_parts import (
+    check_quantity_name,
+    link_setting,
+    named_tables,
+    parse_link_alternatives,
+    parse_meter_table,
+    quantity_unit,
+)
 
 COUNTERS: Final = (
     "meter_cover_open",
@@ -132,31 +138,14 @@ def _quantity(c: Checker, name: str, raw: Any, path: str) -> Reading | None:
         c.add(path, "a table {di, format, unit}", type_name(raw))
         return None
     before = len(c.problems)
-    if not (name in STANDARD or is_vendor_name(name)):
-        c.add(
-            path, "a standard quantity name (see docs/METERS.md) or a vendor name x_…", repr(name)
-        )
+    check_quantity_name(c, name, path)
     c.unknown(raw, ("di", "format", "unit", "signed"), path)
     di = _di(c, raw, "di", f"{path}.di")
     fmt = _format(c, raw, path, None)
     if fmt.kind != "number":
         c.add(f"{path}.format", "a number format like XXXXXX.XX", repr(fmt.pattern))
     signed = c.boolean(raw, "signed", f"{path}.signed", False)
-    unit = raw.get("unit")
-    factor = 1.0
-    if not isinstance(unit, str) or unit not in UNIT_CONVERSIONS:
-        found = "nothing (missing)" if unit is None else type_name(unit)
-        c.add(f"{path}.unit", "one of " + ", ".join(repr(u) for u in UNIT_CONVERSIONS), found)
-        unit = ""
-    else:
-        target, factor = UNIT_CONVERSIONS[unit]
-        info = STANDARD.get(name)
-        if info is not None and info.unit != target:
-            c.add(
-                f"{path}.unit",
-                f"a unit convertible to {info.unit or 'no unit'!r} (the name {name!r} says so)",
-                repr(unit),
-            )
+    unit, factor = quantity_unit(c, name, raw, path)
     if len(c.problems) > before:
         return None
     return Reading(name, di, fmt, signed, factor, unit)
@@ -164,14 +153,7 @@ def _quantity(c: Checker, name: str, raw: Any, path: str) -> Reading | None:
 
 def _identity(c: Checker, data: Mapping[str, Any]) -> tuple[Reading, ...]:
     out: list[Reading] = []
-    for name, raw in c.table(data, "identity", "identity", required=False).items():
-        path = f"identity.{name}"
-        if name not in IDENTITY:
-            c.add(path, f"one of {', '.join(IDENTITY)}", repr(name))
-            continue
-        if not isinstance(raw, dict):
-            c.add(path, "a table {di, format}", type_name(raw))
-            continue
+    for name, raw, path in named_tables(c, data, "identity", IDENTITY, "{di, format}"):
         c.unknown(raw, ("di", "format"), path)
         fmt = _format(c, raw, path, "NNNNNNNNNNNN")
         if fmt.kind not in ("digits", "ascii"):
@@ -190,14 +172,7 @@ def _clock(c: Checker, data: Mapping[str, Any]) -> Clock | None:
 
 def _counters(c: Checker, data: Mapping[str, Any]) -> tuple[Counter, ...]:
     out: list[Counter] = []
-    for name, raw in c.table(data, "counters", "counters", required=False).items():
-        path = f"counters.{name}"
-        if name not in COUNTERS:
-            c.add(path, f"one of {', '.join(COUNTERS)}", repr(name))
-            continue
-        if not isinstance(raw, dict):
-            c.add(path, "a table {count, last}", type_name(raw))
-            continue
+    for name, raw, path in named_tables(c, data, "counters", COUNTERS, "{count, last}"):
         c.unknown(raw, ("count", "last", "time_at"), path)
         last = _di(c, raw, "last", f"{path}.last") if "last" in raw else None
         time_at = c.integer(raw, "time_at", f"{path}.time_at", 0, 0, 190)
@@ -213,11 +188,7 @@ def parse_dlt645_profile(data: Mapping[str, Any], name: str, file: str) -> DltPr
     meter = parse_meter_table(c, data)
     link = c.table(data, "link", "link", required=False)
     c.unknown(link, ("baud", "parity", "stopbits", "alternatives"), "link")
-    default = LinkSetting(
-        c.choice(link, "baud", "link.baud", 2400, BAUDS),
-        c.choice(link, "parity", "link.parity", "E", ("N", "E", "O")),
-        c.choice(link, "stopbits", "link.stopbits", 1, (1, 2)),
-    )
+    default = link_setting(c, link, "link", LinkSetting(2400, "E", 1), BAUDS)
     alternatives = parse_link_alternatives(c, link, default)
     section = c.table(data, "dlt645", "dlt645", required=True)
     c.unknown(section, ("edition",), "dlt645")

@@ -28,7 +28,8 @@ from typing import Any
 
 from drivers.modbus.profile import ProfileSet, layer_profiles, read_profile_folder
 from drivers.modbus.profile_check import Checker, ProfileError
-from drivers.modbus.profile_model import BAUDS, PARITIES, LinkSetting
+from drivers.modbus.profile_model import LinkSetting
+from drivers.modbus.profile_parts import link_setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +68,7 @@ def parse_module_profile(data: Mapping[str, Any], name: str, file: str) -> Modul
         channels=c.integer(module, "channels", "module.channels", None, 1, 64),
         function=c.choice(module, "function", "module.function", 2, (1, 2)),
         first_address=c.integer(module, "first_address", "module.first_address", 0, 0, 0xFFFF),
-        link=LinkSetting(
-            c.choice(link, "baud", "link.baud", 9600, BAUDS),
-            c.choice(link, "parity", "link.parity", "N", PARITIES),
-            c.choice(link, "stopbits", "link.stopbits", 1, (1, 2)),
-        ),
+        link=link_setting(c, link, "link", LinkSetting(9600, "N", 1)),
         unit_id=c.integer(link, "unit_id", "link.unit_id", 1, 1, 247),
     )
     if c.problems:

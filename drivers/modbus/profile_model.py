@@ -33,6 +33,19 @@ BAUDS: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 KINDS: Final = ("ac1", "ac3", "dc")
 FUNCTIONS: Final = (3, 4)
 MAX_REGISTERS: Final = 125
+IDENTITY_TYPES: Final = ("u16", "i16", "u32", "i32", "u64", "i64")
+IDENTITY: Final[dict[str, str]] = {
+    "serial": "serial number",
+    "firmware": "firmware (software) version",
+    "ct_ratio": "current-transformer ratio",
+    "pt_ratio": "voltage-transformer (PT) ratio",
+    "rated_current_a": "rated primary current",
+    "protocol": "protocol and parity setting",
+    "baud_code": "baud-rate setting (the meter's code, not the baud)",
+    "modbus_address": "Modbus address setting",
+}
+"""Names an ``[identity]`` register may have (or a vendor name ``x_…``), with what they are:
+the registers that say which meter this is and how it is programmed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,22 @@ class Flag:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityRegister:
+    """An identity or configuration register, read at every seal read (not every poll):
+    a change of its value means the meter was exchanged or reprogrammed."""
+
+    name: str
+    address: int
+    function: int
+    type: str
+    word_order: str
+
+    @property
+    def count(self) -> int:
+        return TYPES[self.type]
+
+
+@dataclass(frozen=True, slots=True)
 class Option:
     """A disputed part of the register map with its alternatives (spec: open conflicts)."""
 
@@ -114,6 +143,7 @@ class Profile:
     quantities: tuple[Quantity, ...]
     flags: tuple[Flag, ...]
     options: tuple[Option, ...] = ()
+    identity: tuple[IdentityRegister, ...] = ()
 
     def option(self, name: str) -> Option:
         for opt in self.options:
@@ -149,7 +179,7 @@ class Profile:
         if fc not in FUNCTIONS:
             raise ValueError(f"function code must be 3 or 4, not {fc}")
         quantities = tuple(by_name.values())
-        flags = self.flags
+        flags, identity = self.flags, self.identity
         if fc != self.function:
             quantities = tuple(_with_function(q, self.function, fc) for q in quantities)
             flags = tuple(
@@ -163,7 +193,17 @@ class Profile:
                 )
                 for f in flags
             )
-        return ResolvedProfile(self, fc, chosen, quantities, flags)
+            identity = tuple(
+                IdentityRegister(
+                    r.name,
+                    r.address,
+                    fc if r.function == self.function else r.function,
+                    r.type,
+                    r.word_order,
+                )
+                for r in identity
+            )
+        return ResolvedProfile(self, fc, chosen, quantities, flags, identity)
 
 
 def _with_function(q: Quantity, old: int, new: int) -> Quantity:
@@ -192,3 +232,4 @@ class ResolvedProfile:
     options: Mapping[str, str]
     quantities: tuple[Quantity, ...]
     flags: tuple[Flag, ...]
+    identity: tuple[IdentityRegister, ...] = ()

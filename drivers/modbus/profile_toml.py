@@ -13,24 +13,31 @@ from typing import Any, Final
 
 from drivers.modbus.profile_check import Checker, ProfileError, type_name
 from drivers.modbus.profile_model import (
-    BAUDS,
     FUNCTIONS,
-    KINDS,
+    IDENTITY,
+    IDENTITY_TYPES,
     MAX_REGISTERS,
     ORDERS,
-    PARITIES,
     TYPE_ALIASES,
     TYPES,
     Exponent,
     Flag,
+    IdentityRegister,
     LinkSetting,
     Option,
     Profile,
     Quantity,
 )
-from drivers.modbus.quantities import STANDARD, UNIT_CONVERSIONS, is_vendor_name
+from drivers.modbus.profile_parts import (
+    check_quantity_name,
+    link_setting,
+    named_tables,
+    parse_link_alternatives,
+    parse_meter_table,
+    quantity_unit,
+)
 
-_TOP_KEYS: Final = ("meter", "link", "modbus", "quantities", "flags", "options")
+_TOP_KEYS: Final = ("meter", "link", "modbus", "quantities", "flags", "options", "identity")
 _QUANTITY_KEYS: Final = (
     "address",
     "function",
@@ -61,10 +68,7 @@ def _quantity(
     merged = dict(partial_of or {})
     merged.update(raw)
     before = len(c.problems)
-    if not (name in STANDARD or is_vendor_name(name)):
-        c.add(
-            path, "a standard quantity name (see docs/METERS.md) or a vendor name x_…", f"{name!r}"
-        )
+    check_quantity_name(c, name, path)
     c.unknown(raw, _QUANTITY_KEYS, path)
     address = c.integer(merged, "address", f"{path}.address", None, 0, 0xFFFF)
     function = c.choice(merged, "function", f"{path}.function", d.function, FUNCTIONS)
@@ -75,24 +79,7 @@ def _quantity(
     word = c.choice(merged, "word_order", f"{path}.word_order", d.word_order, ORDERS)
     byte = c.choice(merged, "byte_order", f"{path}.byte_order", d.byte_order, ORDERS)
     scale = c.number(merged, "scale", f"{path}.scale", 1.0)
-    unit = merged.get("unit")
-    factor = 1.0
-    if not isinstance(unit, str) or unit not in UNIT_CONVERSIONS:
-        c.add(
-            f"{path}.unit",
-            "one of " + ", ".join(repr(u) for u in UNIT_CONVERSIONS),
-            "nothing (missing)" if unit is None else type_name(unit),
-        )
-        unit = ""
-    else:
-        target, factor = UNIT_CONVERSIONS[unit]
-        info = STANDARD.get(name)
-        if info is not None and info.unit != target:
-            c.add(
-                f"{path}.unit",
-                f"a unit convertible to {info.unit or 'no unit'!r} (the name {name!r} says so)",
-                repr(unit),
-            )
+    unit, factor = quantity_unit(c, name, merged, path)
     exponent = None
     if "exponent" in merged:
         exp_raw = merged["exponent"]
@@ -143,7 +130,31 @@ def _flag(c: Checker, name: str, raw: Any, path: str, d: _Defaults) -> Flag | No
     return Flag(name, address, function, bit, alarm, description)
 
 
-def _check_overlaps(c: Checker, quantities: Iterable[Quantity], where: str) -> None:
+def _identity(c: Checker, data: Mapping[str, Any], d: _Defaults) -> list[IdentityRegister]:
+    """``[identity]``: registers that say which meter this is and how it is programmed."""
+    out: list[IdentityRegister] = []
+    for name, raw, path in named_tables(
+        c, data, "identity", IDENTITY, "{address, type}", vendor_names=True
+    ):
+        before = len(c.problems)
+        c.unknown(raw, ("address", "function", "type", "word_order"), path)
+        address = c.integer(raw, "address", f"{path}.address", None, 0, 0xFFFF)
+        function = c.choice(raw, "function", f"{path}.function", d.function, FUNCTIONS)
+        typ_raw = raw.get("type", "u16")
+        typ_raw = TYPE_ALIASES.get(typ_raw, typ_raw) if isinstance(typ_raw, str) else typ_raw
+        typ = c.choice({"type": typ_raw}, "type", f"{path}.type", None, IDENTITY_TYPES)
+        word = c.choice(raw, "word_order", f"{path}.word_order", d.word_order, ORDERS)
+        if address + TYPES[typ] - 1 > 0xFFFF:
+            c.add(f"{path}.address", "a register range inside 0…0xFFFF", f"0x{address:04X}")
+        if len(c.problems) == before:
+            out.append(IdentityRegister(name, address, function, typ, word))
+    _check_overlaps(c, out, "identity")
+    return out
+
+
+def _check_overlaps(
+    c: Checker, quantities: Iterable[Quantity | IdentityRegister], where: str
+) -> None:
     taken: dict[tuple[int, int], str] = {}
     for q in quantities:
         for reg in range(q.address, q.address + q.count):
@@ -156,15 +167,6 @@ def _check_overlaps(c: Checker, quantities: Iterable[Quantity], where: str) -> N
                 )
                 break
             taken[(q.function, reg)] = q.name
-
-
-@dataclass(frozen=True, slots=True)
-class _MeterPart:
-    vendor: str
-    model: str
-    kind: str
-    description: str
-    channels: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,56 +184,10 @@ class _ModbusPart:
     max_gap: int
 
 
-def parse_meter_table(c: Checker, data: Mapping[str, Any]) -> _MeterPart:
-    """``[meter]``: vendor, model, kind (shared by every protocol's profiles)."""
-    meter = c.table(data, "meter", "meter", required=True)
-    c.unknown(meter, ("vendor", "model", "kind", "description", "channels"), "meter")
-    return _MeterPart(
-        c.text(meter, "vendor", "meter.vendor", None),
-        c.text(meter, "model", "meter.model", None),
-        c.choice(meter, "kind", "meter.kind", None, KINDS),
-        c.text(meter, "description", "meter.description", ""),
-        c.integer(meter, "channels", "meter.channels", 1, 1, 8),
-    )
-
-
-def _link_setting(
-    c: Checker, table: Mapping[str, Any], path: str, base: LinkSetting
-) -> LinkSetting:
-    return LinkSetting(
-        c.choice(table, "baud", f"{path}.baud", base.baud, BAUDS),
-        c.choice(table, "parity", f"{path}.parity", base.parity, PARITIES),
-        c.choice(table, "stopbits", f"{path}.stopbits", base.stopbits, (1, 2)),
-    )
-
-
-def parse_link_alternatives(
-    c: Checker, link: Mapping[str, Any], default: LinkSetting
-) -> tuple[LinkSetting, ...]:
-    """``link.alternatives``: other serial settings seen in the field, tried by the scan."""
-    alternatives: list[LinkSetting] = []
-    alt_raw = link.get("alternatives", [])
-    if not isinstance(alt_raw, list):
-        c.add("link.alternatives", "a list of {baud, parity, stopbits} tables", type_name(alt_raw))
-        alt_raw = []
-    for i, alt in enumerate(alt_raw):
-        p = f"link.alternatives[{i}]"
-        if not isinstance(alt, dict):
-            c.add(p, "a table {baud, parity, stopbits}", type_name(alt))
-            continue
-        c.unknown(alt, ("baud", "parity", "stopbits"), p)
-        alternatives.append(_link_setting(c, alt, p, default))
-    return tuple(alternatives)
-
-
 def _parse_link(c: Checker, data: Mapping[str, Any]) -> _LinkPart:
     link = c.table(data, "link", "link", required=True)
     c.unknown(link, ("baud", "parity", "stopbits", "unit_id", "alternatives"), "link")
-    default = LinkSetting(
-        c.choice(link, "baud", "link.baud", None, BAUDS),
-        c.choice(link, "parity", "link.parity", "N", PARITIES),
-        c.choice(link, "stopbits", "link.stopbits", 1, (1, 2)),
-    )
+    default = link_setting(c, link, "link", None)
     unit_id = c.integer(link, "unit_id", "link.unit_id", 1, 1, 247)
     return _LinkPart(default, parse_link_alternatives(c, link, default), unit_id)
 
@@ -355,6 +311,7 @@ def parse_profile(data: Mapping[str, Any], name: str, file: str) -> Profile:
     quantity_names = raw_quantities if isinstance(raw_quantities, dict) else {}
     flags = _parse_flags(c, data, modbus.defaults, quantity_names)
     options = _parse_options(c, data, modbus.defaults, quantities, raw_by_name)
+    identity = _identity(c, data, modbus.defaults)
     if c.problems:
         raise ProfileError(c.problems)
     return Profile(
@@ -375,4 +332,5 @@ def parse_profile(data: Mapping[str, Any], name: str, file: str) -> Profile:
         quantities=tuple(quantities),
         flags=tuple(flags),
         options=tuple(options),
+        identity=tuple(identity),
     )

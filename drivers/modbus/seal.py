@@ -13,6 +13,10 @@ the caller's timestamp; :class:`SealTracker` returns the events:
 - :class:`MeterClockDrift`: its state at the first read (so the station can clear an alarm a
   previous run left raised), then raised when the meter's clock is off by more than the
   threshold, cleared when it is back within half of it.
+
+It also keeps the schedule of the slow read: :meth:`SealTracker.due` at the first poll, then
+``interval_s`` after each read fed, and again at the next poll after
+:meth:`SealTracker.request` (the service asks at session start and end).
 """
 
 from __future__ import annotations
@@ -42,16 +46,29 @@ class SealRead:
 
 
 class SealTracker:
-    def __init__(self, meter_id: str, clock_drift_max_s: float) -> None:
+    def __init__(
+        self, meter_id: str, clock_drift_max_s: float = 300.0, interval_s: float = 60.0
+    ) -> None:
         self.meter_id = meter_id
         self.clock_drift_max_s = clock_drift_max_s
+        self.interval_s = interval_s
+        self._due_ts: float | None = None
+        """When the slow read is next due (``None``: at the next poll)."""
         self.identity: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self.clock_drift_s: float | None = None
         self._drift_active = False
         self._reported_back: set[str] = set()
 
+    def due(self, ts: float) -> bool:
+        return self._due_ts is None or ts >= self._due_ts
+
+    def request(self) -> None:
+        """Read at the next poll (session start or end)."""
+        self._due_ts = None
+
     def feed(self, read: SealRead, ts: float) -> list[MeterEvent]:
+        self._due_ts = ts + self.interval_s
         events = self._identity(read, ts) + self._counters(read, ts)
         return events + self._clock(read, ts)
 
