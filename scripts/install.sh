@@ -109,13 +109,16 @@ gid_of() { awk -F: -v g="$1" '$1 == g { print $3 }' "$R/etc/group"; }
 EVGW_UID="$(uid_of evgw)"; EVGW_GID="$(gid_of evgw)"
 [ -n "$EVGW_UID" ] || die "the evgw user was not created in $R/etc/passwd"
 
-chown 0:"$EVGW_GID" "$R/etc/evgw" && chmod 750 "$R/etc/evgw"
+# sticky and group-writable: the service replaces its own evgw.toml (config apply), while the
+# files root owns here (release.pub) stay out of its reach
+chown 0:"$EVGW_GID" "$R/etc/evgw" && chmod 1770 "$R/etc/evgw"
 chown "$EVGW_UID:$EVGW_GID" "$R/var/lib/evgw" && chmod 700 "$R/var/lib/evgw"
 if [ ! -e "$R/etc/evgw/evgw.toml" ]; then
   "$EVGW" config example > "$R/etc/evgw/evgw.toml"
-  chown 0:"$EVGW_GID" "$R/etc/evgw/evgw.toml"; chmod 640 "$R/etc/evgw/evgw.toml"
+  chmod 640 "$R/etc/evgw/evgw.toml"
   echo "wrote $R/etc/evgw/evgw.toml from the example: edit it, then run evgw config check"
 fi
+chown "$EVGW_UID:$EVGW_GID" "$R/etc/evgw/evgw.toml"  # the service's to replace (config apply)
 if [ ! -e "$R/etc/evgw/secrets.toml" ]; then
   "$EVGW" config example --secrets > "$R/etc/evgw/secrets.toml"
   chown "$EVGW_UID:$EVGW_GID" "$R/etc/evgw/secrets.toml"; chmod 600 "$R/etc/evgw/secrets.toml"

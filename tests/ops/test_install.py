@@ -70,6 +70,11 @@ def test_install_into_staging_root_then_uninstall(tmp_path: Path) -> None:
         st = private.stat()
         assert stat.S_IMODE(st.st_mode) == 0o600 and (st.st_uid, st.st_gid) == (uid, gid), private
     assert stat.S_IMODE((root / "var/lib/evgw").stat().st_mode) == 0o700
+    # config apply: the service replaces its own file in a sticky folder, never release.pub
+    etc = (root / "etc/evgw").stat()
+    assert stat.S_IMODE(etc.st_mode) == 0o1770 and (etc.st_uid, etc.st_gid) == (0, gid)
+    assert (config.stat().st_uid, config.stat().st_gid) == (uid, gid)
+    assert (root / "etc/evgw/release.pub").stat().st_uid == 0
 
     # the installed program works from its own venv, shipped data included (profiles, example)
     check = subprocess.run(
