@@ -334,6 +334,8 @@ class Devices:
     async def _poll_inputs(self, di: DiPoller, module_id: str) -> None:
         try:
             await di.poll(module_id, self.clock())
+        except asyncio.CancelledError:
+            return  # the line stops (apply, reload, stop): no failure for apscheduler to log
         except Exception:  # a driver bug must not kill the schedule: log it, next poll retries
             log.exception("reading input module %s failed", module_id)
 
@@ -345,6 +347,8 @@ class Devices:
             return
         try:
             reading = await poller.poll(meter_id, ts)
+        except asyncio.CancelledError:
+            return  # the line stops (apply, reload, stop): no failure for apscheduler to log
         except Exception:  # a driver bug must not kill the schedule: log it, next poll retries
             log.exception("polling meter %s failed", meter_id)
             reading = None

@@ -4,6 +4,8 @@ protocol's serial defaults, and `evgw run`'s device layer polling a simulated me
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -159,5 +161,37 @@ async def test_service_polls_a_dlt645_meter(tmp_path: Path) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await server.stop()
+        pair.close()
+
+
+async def test_stopping_a_line_mid_poll_logs_no_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config apply, a reload or a stop cancels a line's polls while one waits for a reply:
+    that is no failure, and no traceback reaches the journal."""
+    pair = open_pty_pair(tmp_path)
+    meter = SimDltMeter(load_dlt645_profiles()["dcm3366q"], "000012345678")
+    meter.silent = True  # every poll waits its whole timeout
+    server = Dlt645SimServer([meter])
+    await server.start_serial(pair.b, baud=2400)
+    config = parse_config(
+        config_with(
+            DC1 + 'protocol = "dlt645"\nprofile = "dcm3366q"\n'
+            f'port = "{pair.a}"\naddress = "000012345678"\ntimeout_s = 5\n'
+        )
+    )
+    devices = Devices.build(config, asyncio.Queue())
+    task = asyncio.create_task(devices.run_meter_polls())
+    try:
+        await asyncio.sleep(1.0)  # the first poll is waiting for the silent meter
+        with caplog.at_level(logging.DEBUG):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.2)
+        failures = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        assert failures == [], [r.getMessage() for r in failures]
+    finally:
         await server.stop()
         pair.close()
