@@ -5,7 +5,7 @@ breaks it and cleared by the connector's next order that passes it (docs/STATION
 - 9011: no metered energy (≤ 0) while the BMS reported more than ``no_energy_current_a``;
 - 9012: shorter than ``short_session_s`` but more than ``short_session_energy_kwh``;
 - 9013: a second order for a session whose order this connector wrote within
-  ``duplicate_order_window_h`` (remembered while the service runs);
+  ``duplicate_order_window_h`` (remembered while the service runs, across reloads);
 - 9014: another meter than the one whose reads began the session (meter swapped);
 - 9015: more energy than peak power × duration allows, by more than
   ``energy_above_power_pct`` plus ``energy_tolerance_kwh``.

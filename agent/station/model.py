@@ -265,6 +265,7 @@ def _carry_over(old: ConnectorModel, new: ConnectorModel) -> None:
             "ac_below_since",
             "restart",
             "created_ts",
+            "orders_seen",
         )
     }
     for name, value in state.items():

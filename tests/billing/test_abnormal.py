@@ -131,3 +131,12 @@ def test_through_the_model_raised_then_cleared_by_the_next_order() -> None:
     assert edges == [(9015, "raised"), (9015, "cleared")]
     raised = next(r for r in of(out, "alarm", AC) if r.body["code"] == 9015)
     assert raised.body["type"] == "energy_audit" and "at a peak of 7.4 kW" in raised.body["message"]
+
+
+def test_the_orders_seen_survive_a_config_reload() -> None:
+    config = make_config(meters=True)
+    model = StationModel(config)
+    model.startup([], T0)
+    model.connectors[AC].orders_seen.written["X-1"] = T0
+    model.reload(make_config(meters=True, extra="\n[safety]\nshort_session_s = 30\n"), T0 + 1)
+    assert model.connectors[AC].orders_seen.written == {"X-1": T0}
