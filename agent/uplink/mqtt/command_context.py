@@ -11,6 +11,7 @@ station); otherwise the commands that need it are refused with that reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -36,18 +37,22 @@ class ServiceContext:
     def __init__(self, station_id: str, admin_key: PublicKey | None) -> None:
         self.station_id = station_id
         self._admin = admin_key
-        self._loaded: tuple[Config, Path] | Refused | None = None
+        self._loaded: tuple[Config, Path] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._keys: dict[str, PublicKey] | None = None
         self._reply_key: GatewayKey | None = None
         self.key_problems: list[str] = []
 
     def config(self) -> tuple[Config, Path]:
-        """The service's config and its path (read once)."""
-        if self._loaded is None:
-            from agent.config.errors import ConfigError  # the config imports the uplinks
-            from agent.config.load import default_config_path, load_config
+        """The service's config and its path, read again when the file changed (a config
+        apply replaces it): the role keys and the reply key follow it."""
+        from agent.config.errors import ConfigError  # the config imports the uplinks
+        from agent.config.load import default_config_path, load_config
 
-            path = default_config_path()
+        path = default_config_path()
+        stamp = _stamp(path)
+        if self._loaded is None or stamp != self._stamp:
+            self._keys, self._reply_key, self.key_problems = None, None, []
             try:
                 config = load_config(path)
             except ConfigError as exc:
@@ -58,11 +63,13 @@ class ServiceContext:
                 raise Refused(
                     f"{path} is not the config of station {self.station_id} (EVGW_CONFIG)"
                 )
-            self._loaded = (config, path)
+            self._loaded, self._stamp = (config, path), stamp
         return self._loaded
 
     def keys(self) -> dict[str, PublicKey]:
         """Role → platform key; problems with a key file are kept in :attr:`key_problems`."""
+        with contextlib.suppress(Refused):  # a changed file drops the keys read from the old
+            self.config()
         if self._keys is not None:
             return self._keys
         keys: dict[str, PublicKey] = {}
@@ -120,6 +127,15 @@ async def ask_service(
     if not isinstance(reply, dict):
         raise Refused(f"the running service answered no object to {verb!r}")
     return reply
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a replaced or edited file from the one read (inode, mtime, size)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:
