@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show what the running service is doing",
         description=(
             "Ask the running evgw service (over its Unix socket) for connectors (sessions, "
-            "alarms, the tariff in force), the ledger and each uplink's backlog and last error."
+            "alarms, the tariff in force), the station's own alarms (site inputs, the main "
+            "meter, input modules), the ledger and each uplink's backlog and last error."
         ),
     )
     parser.add_argument(
@@ -105,6 +106,7 @@ def render(snapshot: dict[str, Any]) -> str:
             "evgw update status)"
         )
     for title, key in (
+        ("station alarms", "station_alarms"),
         ("connectors", "connectors"),
         ("CAN buses", "can_buses"),
         ("meters", "meters"),

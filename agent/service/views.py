@@ -6,6 +6,8 @@ import datetime as dt
 import time
 from typing import Any
 
+from agent.records.envelope import iso_ts
+from agent.station.codes import ALARM_CODES
 from agent.station.connector import ConnectorModel
 from agent.station.model import StationModel
 
@@ -50,3 +52,23 @@ def connector_row(cm: ConnectorModel, now: float | None = None) -> dict[str, Any
 
 def connector_rows(model: StationModel) -> list[dict[str, Any]]:
     return [connector_row(cm) for cm in model.connectors.values()]
+
+
+def station_alarm_rows(model: StationModel) -> list[dict[str, Any]]:
+    """The station's own active alarms (no connector: a site input of the whole station, the
+    main meter's grid and seal alarms, an input module's fault): code, meaning, since when
+    and what raised it (``input.…``, ``seal.<meter>.…``)."""
+    book = model.site.station.alarms
+    rows = []
+    for code in book.active_codes():
+        raised_ts = book.raised_ts(code)
+        known = ALARM_CODES.get(code)
+        rows.append(
+            {
+                "code": code,
+                "meaning": known.meaning if known is not None else None,
+                "since": iso_ts(raised_ts) if raised_ts is not None else None,
+                "causes": list(book.causes(code)),
+            }
+        )
+    return rows
