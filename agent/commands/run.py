@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from agent.config.load import default_config_path
+from agent.config.load import CONFIG_ENV, default_config_path
 from agent.service.logs import setup_logging
 
 
@@ -39,6 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     from agent.service.runner import run_service
 
     path = args.config or default_config_path()
+    # what the service's own helpers (the MQTT commands, `evgw` children) read as its config
+    os.environ[CONFIG_ENV] = str(path.resolve())
     setup_logging(args.log_level or "info")
     if args.log_level is None:
         setup_logging(load_config(path).gateway.log_level)

@@ -7,7 +7,6 @@ previous one left."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -26,13 +25,21 @@ from agent.config.resources import read_resource
 from agent.ops.config_diff import diff, plan
 from agent.service.apply import ApplyRequest, Staged, decode_request
 from agent.service.status_socket import ask, query_status
-from agent.uplink.mqtt.command_config import apply_config
-from agent.uplink.mqtt.command_context import ServiceContext
 from sim.charging import VehicleProfile
 from sim.station import SessionPlan
-from tests.e2e.helpers import STATION_ID, Rig, build_rig, ledger_records, run_cli, wait_until
+from tests.e2e.helpers import (
+    STATION_ID,
+    TOPIC_PREFIX,
+    Rig,
+    build_rig,
+    ledger_records,
+    run_cli,
+    wait_until,
+)
+from tests.ops.platform import CommandClient, PlatformKey
 
 APPLY_TIMEOUT_S = 4
+ADMIN, READ_ONLY = PlatformKey(), PlatformKey()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +53,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         'log_level = "info"\n',
         f'log_level = "info"\napply_timeout_s = {APPLY_TIMEOUT_S}\nconfigs_kept = 2\n',
     )
+    admin = ADMIN.save_public(rig.directory / "admin.pub")  # signs the MQTT config.apply
+    text = text.replace("[uplinks.mqtt]\n", f'[uplinks.mqtt]\ncommand_pubkey_file = "{admin}"\n')
     rig.config.write_text(text)
     rig.agent.start()
     try:
@@ -328,13 +337,21 @@ def test_hostile_config_requests_are_answered(rig: Rig) -> None:
     assert all_working(status(rig))
 
 
-def test_mqtt_handler_applies_through_the_service(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("EVGW_CONFIG", str(rig.config))
+def test_signed_mqtt_config_apply_through_the_broker(rig: Rig) -> None:
     text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", "1")
-    answer = asyncio.run(apply_config(ServiceContext(STATION_ID, None), text, 5, "mqtt c-1"))
-    assert answer["outcome"] == "applied" and answer["requested_by"] == "mqtt c-1"
+    client = CommandClient(rig.broker.port, f"{TOPIC_PREFIX}/{STATION_ID}")
+    try:
+        args = {"toml": text, "timeout_s": 5}
+        wrong = READ_ONLY.command(STATION_ID, "config.apply", "c-0", args)
+        refused = client.ask("config.apply", wrong, "c-0")
+        signed = ADMIN.command(STATION_ID, "config.apply", "c-1", args)
+        reply = client.ask("config.apply", signed, "c-1")
+    finally:
+        client.close()
+    assert refused["ok"] is False and "not signed by the platform" in refused["error"], refused
+    assert reply["ok"] is True, reply
+    answer = reply["result"]
+    assert answer["outcome"] == "applied" and answer["requested_by"] == "mqtt config.apply c-1"
     assert answer["changes"] == ["meters.dc-01.poll_interval_s: 2.0 → 1.0"]
 
 

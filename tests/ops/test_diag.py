@@ -24,6 +24,7 @@ from tests.e2e.helpers import (
     ledger_records,
     wait_until,
 )
+from tests.ops.conftest import Receiver
 from tests.ops.platform import CommandClient, PlatformKey
 
 MQTT_SECRETS = '\n[mqtt]\nusername = "diag-user-0042"\npassword = "pw-Zq8!diag-secret"\n'
@@ -125,7 +126,9 @@ def test_diag_archive_is_complete_and_has_no_secret(rig: Rig, tmp_path: Path) ->
     assert piped.returncode == 0 and "status.json" in members(piped.stdout)
 
 
-def test_mqtt_diag_command_publishes_the_archive_in_bounded_parts(rig: Rig) -> None:
+def test_mqtt_diag_command_publishes_the_archive_in_bounded_parts(
+    rig: Rig, receiver: Receiver
+) -> None:
     rig.agent.start()
     rig.agent.wait_ready(rig.connectors)
     client = CommandClient(rig.broker.port, f"{TOPIC_PREFIX}/{STATION_ID}")
@@ -151,6 +154,13 @@ def test_mqtt_diag_command_publishes_the_archive_in_bounded_parts(rig: Rig) -> N
         files = members(archive)
         assert "status.json" in files and "records/connector_status.jsonl" in files
         assert_no_secret(files, secret_values(rig))
+        # or the whole archive PUT to a support URL
+        up = {"archive": result["archive"], "upload_url": receiver.url()}
+        reply = client.ask("diag", PLATFORM.command(STATION_ID, "diag", "d-up", up), "d-up")
+        assert reply["ok"] is True, reply
+        assert reply["result"]["sha256"] == result["archive"] and "token" not in str(reply)
+        ((_path, headers, body),) = receiver.got
+        assert body == archive and headers["X-Evgw-Station"] == STATION_ID
         # bad input: refused with the reason, the service untouched
         bad = {"archive": "0" * 64, "part": 0}
         reply = client.ask("diag", PLATFORM.command(STATION_ID, "diag", "d-x", bad), "d-x")

@@ -28,6 +28,7 @@ COMMAND_ROLE: Final[dict[str, str]] = {
     "billed": "operate",
     "tariff": "admin",
     "update": "admin",
+    "config.apply": "admin",
 }
 RATE_PER_MINUTE: Final[dict[str, int]] = {
     "status": 30,
@@ -39,6 +40,7 @@ RATE_PER_MINUTE: Final[dict[str, int]] = {
     "billed": 120,
     "tariff": 6,
     "update": 6,
+    "config.apply": 6,
 }
 """A diagnostics archive is asked for part by part, hence the higher ``diag`` limit; an
 operator's billing system reports every order (``billed``)."""

@@ -21,12 +21,15 @@ covering them), ``query`` (``kind``, ``from_seq``, ``to_seq``, ``from_ts``, ``to
 (the running config and its SHA-256), ``resend`` (``from_seq``, ``limit``: publish records
 again from a seq, without moving the cursor), ``diag`` (the ``evgw diag`` archive, one
 bounded Base64 part per reply: the first call builds it, later calls name its ``archive``
-hash and a ``part``), ``update`` (``url``, ``sha256``, ``sig``: download a release for the
-root updater, :mod:`agent.uplink.mqtt.command_update`), ``billed`` (``session_id`` or
-``start_charge_seq``, ``billed_kwh``, ``billed_yuan``: what the operator's billing system
-charged for a session, compared by the running service with its metered order and money,
-docs/BILLING.md), ``tariff`` (``tariff``: a new version of a configured tariff with its
-``valid_from``, validated like the file, kept and applied by the running service).
+hash and a ``part``; with ``upload_url`` the whole archive is PUT there instead,
+:mod:`agent.uplink.mqtt.command_diag`), ``update`` (``url``, ``sha256``, ``sig``: download a
+release for the root updater, :mod:`agent.uplink.mqtt.command_update`), ``billed``
+(``session_id`` or ``start_charge_seq``, ``billed_kwh``, ``billed_yuan``: what the operator's
+billing system charged for a session, compared by the running service with its metered order
+and money, docs/BILLING.md), ``tariff`` (``tariff``: a new version of a configured tariff with its
+``valid_from``, validated like the file, kept and applied by the running service),
+``config.apply`` (``toml``, ``timeout_s``: a complete config the running service applies part
+by part, with rollback, :mod:`agent.uplink.mqtt.command_config`).
 
 Who may send which command, and how often: :mod:`agent.uplink.mqtt.command_roles`. Replies
 carry ``key_id`` and ``sig``, the gateway key's signature over the canonical JSON of the
@@ -52,7 +55,9 @@ from agent.records.bodies import EventBody, body_to_dict
 from agent.records.envelope import Record, StoredRecord, canonical_json, iso_ts, parse_iso_ts
 from agent.uplink.base import UplinkStats
 from agent.uplink.log_limit import LogLimiter
+from agent.uplink.mqtt.command_config import apply_config
 from agent.uplink.mqtt.command_context import ServiceContext, ask_service, run_evgw
+from agent.uplink.mqtt.command_diag import upload
 from agent.uplink.mqtt.command_roles import COMMAND_ROLE, RateLimits, check_role, signer_role
 from agent.uplink.mqtt.command_roles import Refused as _Refused
 from agent.uplink.mqtt.command_update import fetch
@@ -99,6 +104,15 @@ class _DiagArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     part: int = 0
     chunk_bytes: int = 65_536
     records: int = 20
+    upload_url: str | None = None
+    """PUT the whole archive there (HTTPS) instead of answering with a part."""
+
+
+class _ConfigApplyArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    toml: str
+    """A complete evgw.toml (never secrets)."""
+    timeout_s: float | None = None
+    """1..600; default ``gateway.apply_timeout_s``."""
 
 
 class _QueryArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -156,6 +170,7 @@ ARG_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "query": _QueryArgs,
     "config.get": _ConfigGetArgs,
     "update": _UpdateArgs,
+    "config.apply": _ConfigApplyArgs,
     "billed": _BilledArgs,
     "tariff": _TariffArgs,
 }
@@ -348,6 +363,8 @@ class CommandHandler:
             raise _Refused(f"no archive {args.archive[:64]!r} (expired?): ask for a new one")
         assert self._diag is not None
         digest, data, _ = self._diag
+        if args.upload_url is not None:
+            return await upload(args.upload_url, data, digest, self.settings.station_id)
         return _diag_reply(digest, data, args.part, args.chunk_bytes)
 
     async def _query(self, args: _QueryArgs) -> dict[str, Any]:
@@ -423,6 +440,9 @@ class CommandHandler:
         if isinstance(args, _UpdateArgs):
             state_dir = self._context.config()[0].gateway.state_dir
             return await fetch(args.url, args.sha256, args.sig, state_dir)
+        if isinstance(args, _ConfigApplyArgs):
+            by = f"mqtt config.apply {command_id}"
+            return await apply_config(self._context, args.toml, args.timeout_s, by)
         assert isinstance(args, _ResendArgs)
         if args.from_seq < 1 or args.from_seq > ledger.last_seq:
             raise _Refused(f"from_seq {args.from_seq} outside 1..{ledger.last_seq}")
