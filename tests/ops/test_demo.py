@@ -42,8 +42,9 @@ def test_demo_runs_and_reports(tmp_path: Path) -> None:
     assert report["chain_verified"] is True
     kinds = report["records_by_kind"]
     assert kinds["identity"] == 1
-    # gateway started and stopped; the DL/T 645 meter's identity and counts, its cover opening
-    assert kinds["event"] == 5
+    # gateway started and stopped; the DL/T 645 meter's identity and counts, its cover opening;
+    # the identity registers of the Modbus DC meter (DJSF1352-RN) and main meter (DTSU666)
+    assert kinds["event"] == 7
     assert kinds["connector_status"] >= 6  # three connectors, idle then occupied/charging
     assert kinds["meter_sample"] >= 4
     # both DC sessions were running when the demo stopped: each left an order, closed at stop
