@@ -20,6 +20,7 @@ from drivers.modbus.link import SerialLineSpec, TcpLineSpec, quiet_library_loggi
 from drivers.modbus.poller import LinePoller, MeterSpec
 from drivers.modbus.profile import load_profiles
 from drivers.modbus.profile_check import ProfileError
+from drivers.modbus.profile_model import IDENTITY as IDENTITY_NAMES
 from drivers.modbus.profile_model import IDENTITY_TYPES, ORDERS, IdentityRegister
 from drivers.modbus.profile_toml import parse_profile
 from sim.meter import MeterSimServer, SimMeter
@@ -240,3 +241,36 @@ def test_identity_decoding_of_reply_bytes(reg: IdentityRegister, data: bytes) ->
     ordered = words[::-1] if reg.word_order == "little" else words
     raw = b"".join(w.to_bytes(2, "big") for w in ordered)
     assert value == int.from_bytes(raw, "big", signed=reg.type.startswith("i"))
+
+
+_TOML_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 20), 1 << 20)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_IDENTITY_KEYS = st.sampled_from(["address", "function", "type", "word_order", "scale"]) | st.text(
+    max_size=6
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*list(IDENTITY_NAMES), "x_vendor", "bogus"]),
+        st.dictionaries(_IDENTITY_KEYS, _TOML_VALUES, max_size=4) | _TOML_VALUES,
+        max_size=4,
+    )
+)
+def test_any_identity_table_is_a_profile_or_a_list_of_problems(table: dict) -> None:
+    data = {**_profile(""), "identity": {k: v for k, v in table.items() if v is not None}}
+    try:
+        prof = parse_profile(data, "field", "field.toml")
+    except ProfileError as exc:
+        assert exc.problems and all(p.key.startswith("identity") for p in exc.problems)
+        return
+    assert {r.name for r in prof.identity} == set(data["identity"])
