@@ -144,8 +144,8 @@ class MeterSection(Section, kw_only=True):
     """Choices for the profile's disputed registers, as ``evgw meter scan`` settles them
     (e.g. ``{ energy_block = "0x4000" }``)."""
     seal_interval_s: Annotated[float, Meta(ge=5, le=86400)] = 60.0
-    """How often identity, clock and event counters are read (DL/T 645 meters), besides
-    every session start and end."""
+    """How often identity, clock and event counters are read (DL/T 645 meters; Modbus meters
+    whose profile declares identity registers), besides every session start and end."""
     clock_drift_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
     """A meter clock further than this from the gateway's is an alarm (DL/T 645 meters)."""
     seal_clear_after_s: Annotated[float, Meta(ge=60, le=604800)] = 3600.0

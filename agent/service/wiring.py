@@ -31,7 +31,7 @@ from agent.service.metrics import CountingLedger
 from agent.service.status_socket import register_handler
 from agent.service.systemd_notify import Notifier
 from agent.service.tariffs import TariffDesk, config_with_pushed
-from agent.service.views import connector_rows
+from agent.service.views import connector_rows, station_alarm_rows
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
 from agent.station.writer import StationWriter
@@ -113,6 +113,7 @@ class Runtime:
         """This runtime's part of the status snapshot."""
         return {
             "connectors": connector_rows(self.writer.model),
+            "station_alarms": station_alarm_rows(self.writer.model),
             **self.devices.snapshot(),
             "meter_lines": {
                 line: {

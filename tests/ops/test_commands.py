@@ -85,6 +85,7 @@ def test_status_query_and_config_get(rig: Rig, client: CommandClient) -> None:
         and "alarms" in connector
     )
     assert "dc-01" in station["meters"] and rig.connectors[0] in station["can_buses"]
+    assert station["station_alarms"] == []  # the station's own alarms (site inputs, main meter)
 
     # query: a page at a time, bounded
     first = ask(READ, "query", {"kind": "meter_sample", "limit": 2})

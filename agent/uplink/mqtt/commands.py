@@ -463,7 +463,7 @@ async def _station_status(context: ServiceContext) -> dict[str, Any]:
         snapshot = json.loads(await run_evgw("status", "--json", "--config", path, timeout_s=30))
     except (_Refused, ValueError) as exc:
         return {"station": None, "station_error": str(exc)}
-    keys = ("connectors", "meters", "can_buses", "ledger", "release", "status")
+    keys = ("connectors", "station_alarms", "meters", "can_buses", "ledger", "release", "status")
     return {"station": {k: snapshot.get(k) for k in keys}}
 
 
