@@ -75,6 +75,10 @@ def _show(prof: Profile, origin: ProfileOrigin) -> None:
     for fl in prof.flags:
         bit = f" bit {fl.bit}" if fl.bit is not None else " non-zero"
         print(f"  flag {fl.name:<25} 0x{fl.address:04X}{bit}{' ALARM' if fl.alarm else ''}")
+    for r in prof.identity:
+        print(
+            f"  identity {r.name:<21} 0x{r.address:04X} FC{r.function:02d} {r.type} {r.word_order}"
+        )
     for opt in prof.options:
         print(f"  option {opt.name}: {', '.join(opt.choices)} (default {opt.default})")
 
@@ -98,4 +102,5 @@ def _profile_json(p: Profile, origin: ProfileOrigin, detail: bool) -> dict[str, 
     if detail:
         out["quantities"] = [q.name for q in p.quantities]
         out["flags"] = [f.name for f in p.flags]
+        out["identity"] = [r.name for r in p.identity]
     return out

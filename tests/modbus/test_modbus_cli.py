@@ -241,6 +241,7 @@ async def test_profiles_listing_and_check(tmp_path: Path) -> None:
     assert {p["name"] for p in json.loads(out)} == set(PROFILES)
     rc, out, err = await evgw("meter", "profiles", "dtsu666")
     assert rc == 0 and "energy_block" in out and "0x2006" in out
+    assert "identity ct_ratio              0x0006 FC03 u16" in out  # read at every seal read
     (tmp_path / "bad.toml").write_text("[meter]\nvendor = 1\n")
     rc, out, err = await evgw("meter", "profiles", "--profiles", str(tmp_path))
     assert rc == 2
