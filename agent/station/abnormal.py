@@ -5,7 +5,8 @@ breaks it and cleared by the connector's next order that passes it (docs/STATION
 - 9011: no metered energy (≤ 0) while the BMS reported more than ``no_energy_current_a``;
 - 9012: shorter than ``short_session_s`` but more than ``short_session_energy_kwh``;
 - 9013: a second order for a session whose order this connector wrote within
-  ``duplicate_order_window_h`` (remembered while the service runs, across reloads);
+  ``duplicate_order_window_h`` (remembered across reloads, and across restarts from the
+  ledger's newest orders);
 - 9014: another meter than the one whose reads began the session (meter swapped);
 - 9015: more energy than peak power × duration allows, by more than
   ``energy_above_power_pct`` plus ``energy_tolerance_kwh``.
@@ -46,12 +47,17 @@ class AbnormalWatch:
     written: dict[str, float] = field(default_factory=dict)
     """Session id → end of its order (epoch s), the newest :data:`MAX_REMEMBERED_ORDERS`."""
 
+    def remember(self, session_id: str, end_ts: str) -> None:
+        """An order written (by this run, or by an earlier one: the ledger's at start)."""
+        self.written.pop(session_id, None)
+        self.written[session_id] = parse_iso_ts(end_ts)
+        while len(self.written) > MAX_REMEMBERED_ORDERS:
+            del self.written[next(iter(self.written))]
+
     def duplicate(self, order: ChargeOrderBody, window_h: float) -> Finding:
         end = parse_iso_ts(order.end_ts)
         before = self.written.get(order.session_id)
-        self.written[order.session_id] = end
-        while len(self.written) > MAX_REMEMBERED_ORDERS:
-            del self.written[next(iter(self.written))]
+        self.remember(order.session_id, order.end_ts)
         twice = before is not None and abs(end - before) <= window_h * 3600.0
         return Finding(
             codes.ORDER_DUPLICATE,

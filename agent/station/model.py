@@ -19,12 +19,12 @@ counted in ``ignored`` and otherwise dropped.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agent.config.schema import Config, MeterSection
 from agent.records.bodies import IdentityBody, MeterSampleBody, body_to_dict
-from agent.records.envelope import Record, iso_ts
+from agent.records.envelope import Record, StoredRecord, iso_ts
 from agent.station import resume
 from agent.station.connector import ConnectorModel
 from agent.station.identity import identity_body
@@ -94,15 +94,25 @@ class StationModel:
         self.connectors = new
 
     def startup(
-        self, restart_facts: Iterable[RestartFacts], ts: float, site: SiteFacts | None = None
+        self,
+        restart_facts: Iterable[RestartFacts],
+        ts: float,
+        site: SiteFacts | None = None,
+        recent_orders: Sequence[StoredRecord] = (),
     ) -> list[Record]:
         """First call: the identity record; then what the ledger says of each connector (its
         open session, its last register) is settled over the next moments (see
         :mod:`agent.station.resume`), and of the site (recorded meter seals, alarms left
-        raised: :mod:`agent.station.site`)."""
+        raised: :mod:`agent.station.site`). ``recent_orders`` (newest first) are the orders
+        an earlier run wrote, for the duplicate-order rule."""
         self._build(self.config, ts)
         if site is not None:
             self.site.restore(site, self.connectors)
+        for r in reversed(recent_orders):
+            sid, end = r.body.get("session_id"), r.body.get("end_ts")
+            c = self.connectors.get(r.connector_id or "")
+            if c is not None and isinstance(sid, str) and isinstance(end, str):
+                c.orders_seen.remember(sid, end)
         out = self._identity_records(ts, force=True)
         for facts in restart_facts:
             c = self.connectors.get(facts.connector_id)

@@ -118,9 +118,13 @@ async def load_site_facts(ledger: LedgerLike) -> SiteFacts:
     return site_facts(events, alarms)
 
 
-async def last_pagination(ledger: LedgerLike) -> int:
-    """The highest OCMF ``PG`` counter among the orders in the ledger (0 when none)."""
-    orders = await ledger.find("charge_order", limit=_RECENT, newest_first=True)
+async def recent_orders(ledger: LedgerLike) -> list[StoredRecord]:
+    """The ledger's newest orders, newest first."""
+    return await ledger.find("charge_order", limit=_RECENT, newest_first=True)
+
+
+def last_pagination(orders: list[StoredRecord]) -> int:
+    """The highest OCMF ``PG`` counter among ``orders`` (newest first; 0 when none)."""
     for r in orders:
         ocmf = r.body.get("ocmf")
         if isinstance(ocmf, str):
@@ -160,13 +164,14 @@ class StationWriter:
     async def start(self) -> None:
         """Hand the model what the ledger says of each connector (sessions left open by a
         previous run, the last register); continue the OCMF counter."""
+        orders = await recent_orders(self.ledger)
         if self.model.signer is not None:
             self.model.signer.pagination = max(
-                self.model.signer.pagination, await last_pagination(self.ledger)
+                self.model.signer.pagination, last_pagination(orders)
             )
         facts = await load_restart_facts(self.ledger, self.model.config.connectors())
         site = await load_site_facts(self.ledger)
-        self._write(self.model.startup(facts, self.clock(), site))
+        self._write(self.model.startup(facts, self.clock(), site, orders))
         await self.ledger.flush()
 
     def process(self, event: StationInput) -> None:

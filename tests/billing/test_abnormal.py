@@ -4,18 +4,22 @@ stands until the connector's next order passes it."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
 from agent.config.schema import SafetySection
-from agent.records.bodies import ChargeOrderBody
-from agent.records.envelope import iso_ts
+from agent.ledger import GatewayKey, Ledger
+from agent.records.bodies import ChargeOrderBody, body_to_dict
+from agent.records.envelope import Record, iso_ts
 from agent.station.abnormal import AbnormalWatch, findings
 from agent.station.model import StationModel
 from agent.station.safety import SafetyMonitor
 from agent.station.session import Session
+from agent.station.writer import StationWriter
 from tests.station.station_fixtures import AC, make_config, of
 from tests.station.test_station_model import reading, run
 
@@ -140,3 +144,26 @@ def test_the_orders_seen_survive_a_config_reload() -> None:
     model.connectors[AC].orders_seen.written["X-1"] = T0
     model.reload(make_config(meters=True, extra="\n[safety]\nshort_session_s = 30\n"), T0 + 1)
     assert model.connectors[AC].orders_seen.written == {"X-1": T0}
+
+
+async def test_the_orders_seen_survive_a_restart(tmp_path: Path) -> None:
+    """The first run wrote an order for session X-1; after a restart a second order for X-1
+    is still a duplicate (the writer hands the model the ledger's newest orders)."""
+    key = GatewayKey.generate()
+    ledger = await Ledger.open(tmp_path / "ledger.db", gateway_id="gw-test", key=key)
+    first = Record(
+        kind="charge_order",
+        ts=iso_ts(T0 + 1800),
+        station_id="S1",
+        connector_id=AC,
+        body=body_to_dict(order(session_id="X-1")),
+    )
+    await ledger.append(first)
+    model = StationModel(make_config(meters=True))
+    writer = StationWriter(model, ledger, queue=asyncio.Queue())
+    await writer.start()
+    await ledger.close()
+    watch = model.connectors[AC].orders_seen
+    assert watch.written == {"X-1": T0 + 1800}
+    again = order(session_id="X-1", end_ts=iso_ts(T0 + 2000))
+    assert verdicts(session(), again, watch)[9013] is True

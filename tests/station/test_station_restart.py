@@ -11,7 +11,12 @@ from pyocmf import OCMF
 from agent.ledger import GatewayKey, Ledger
 from agent.station.model import StationModel
 from agent.station.ocmf import OcmfSigner
-from agent.station.writer import StationWriter, last_pagination, load_open_sessions
+from agent.station.writer import (
+    StationWriter,
+    last_pagination,
+    load_open_sessions,
+    recent_orders,
+)
 from sim.charging import SimOptions, VehicleProfile, generate
 from tests.station.sim_runner import MeterPlan, run_sim
 from tests.station.station_fixtures import DC, make_config
@@ -76,7 +81,7 @@ async def test_order_closed_as_interrupted_after_restart(tmp_path: Path) -> None
 
     ledger = await Ledger.open(path, gateway_id="gw-test", key=key)
     assert await load_open_sessions(ledger, [DC]) == []
-    assert await last_pagination(ledger) == 1
+    assert last_pagination(await recent_orders(ledger)) == 1
     await ledger.close()
 
 
