@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import msgspec
@@ -141,19 +142,31 @@ def verify(receipt: Receipt, key: PublicKey) -> list[str]:
     return problems
 
 
+def fixed(value: object, places: int) -> str:
+    """A money, price or billed-energy figure of the order with its fixed decimals: ``"12.30"``
+    as it is, the number ``12.3`` of an order written by an earlier version as ``12.30``;
+    anything that is no number as it is."""
+    try:
+        return f"{Decimal(str(value)):.{places}f}"
+    except InvalidOperation:
+        return str(value)
+
+
 def summary(receipt: Receipt) -> list[str]:
     """Readable lines for the driver (from the verified record)."""
     body = receipt.record.get("body", {})
     lines = [
         f"session {body.get('session_id')}  connector {receipt.record.get('connector_id')}",
         f"  {body.get('start_ts', '')} → {body.get('end_ts', '')}",
-        f"  energy {body.get('energy_kwh')} kWh, total {body.get('total_money_yuan')} yuan",
+        f"  energy {body.get('energy_kwh')} kWh, total {fixed(body.get('total_money_yuan'), 2)} "
+        "yuan",
     ]
     for d in body.get("charge_details", []) or []:
         lines.append(
-            f"  {d.get('start_ts', '')}–{d.get('end_ts', '')}: {d.get('energy_kwh')} kWh × "
-            f"({d.get('elec_price_yuan_per_kwh')} + {d.get('service_price_yuan_per_kwh')}) = "
-            f"{d.get('elec_money_yuan')} + {d.get('service_money_yuan')} yuan"
+            f"  {d.get('start_ts', '')}–{d.get('end_ts', '')}: {fixed(d.get('energy_kwh'), 2)} "
+            f"kWh × ({fixed(d.get('elec_price_yuan_per_kwh'), 4)} + "
+            f"{fixed(d.get('service_price_yuan_per_kwh'), 4)}) = "
+            f"{fixed(d.get('elec_money_yuan'), 2)} + {fixed(d.get('service_money_yuan'), 2)} yuan"
         )
     lines.append(
         f"  ledger seq {receipt.record.get('seq')}, hash {str(receipt.record.get('hash'))[:16]}…, "

@@ -26,6 +26,8 @@ from agent.billing.tariff import Segment
 
 FEN: Final = Decimal("0.01")
 CENTI_KWH: Final = Decimal("0.01")
+PRICE_STEP: Final = Decimal("0.0001")
+"""Prices have at most four decimals (yuan/kWh); records and the wire show all four."""
 
 
 def round_half_up(value: Decimal, step: Decimal) -> Decimal:

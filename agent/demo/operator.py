@@ -84,7 +84,7 @@ class DemoOperator:
             self._billed.add(session)
             wrong = len(self._billed) % WRONG_EVERY == 1
         kwh = Decimal(repr(order.get("energy_kwh", 0.0))) + (OVERBILLED_KWH if wrong else 0)
-        yuan = Decimal(repr(order.get("total_money_yuan", 0.0))).quantize(Decimal("0.01"))
+        yuan = Decimal(str(order.get("total_money_yuan", "0.00"))).quantize(Decimal("0.01"))
         args = {"session_id": session, "billed_kwh": str(kwh), "billed_yuan": str(yuan)}
         command_id = f"demo-bill-{len(self._billed)}"
         stamp = iso_ts(time.time())

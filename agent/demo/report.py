@@ -9,6 +9,7 @@ flags, and the site alarms (meter seals, site inputs, the grid) with their messa
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,12 @@ def money_text(order: dict[str, Any]) -> str:
     if not order.get("tariff_id"):
         return "no tariff"
     periods = len(order.get("charge_details") or ())
+    total, elec, service = (
+        Decimal(str(order[f"{k}_money_yuan"])) for k in ("total", "elec", "service")
+    )
     return (
-        f"{order['total_money_yuan']:.2f} yuan (elec {order['elec_money_yuan']:.2f} + service "
-        f"{order['service_money_yuan']:.2f}, {periods} period{'' if periods == 1 else 's'}, "
-        f"tariff {order['tariff_id']})"
+        f"{total:.2f} yuan (elec {elec:.2f} + service {service:.2f}, {periods} "
+        f"period{'' if periods == 1 else 's'}, tariff {order['tariff_id']})"
     )
 
 

@@ -9,10 +9,14 @@ Field names are snake_case English with units in the name. Codes that a platform
 Shenzhen DB4403/T 77 integer codes (see ``docs/RECORDS.md`` and ``shared/spec/tcec102.md``),
 so mapping a record to a platform object never has to translate meanings, only names and
 formats. Times inside bodies are UTC ISO 8601 with milliseconds and ``Z``, like ``Record.ts``.
+
+Money and prices are ``Decimal`` yuan, never floats: decimal strings with fixed decimals in the
+dict (``"12.30"``, ``"0.6200"``); :func:`decode_body` reads older records' JSON numbers alike.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, ClassVar, Final, Literal
 
 import msgspec
@@ -59,8 +63,8 @@ class ConnectorStatusBody(_Body, frozen=True, kw_only=True):
     charge_energy_kwh: float = 0.0
     """Import energy of the current session (meter delta), 0 when idle."""
     discharge_energy_kwh: float = 0.0
-    elec_money_yuan: float = 0.0
-    service_money_yuan: float = 0.0
+    elec_money_yuan: Decimal = Decimal("0.00")
+    service_money_yuan: Decimal = Decimal("0.00")
     """Money of the session so far (its bill up to this status, docs/BILLING.md)."""
     charge_details: tuple[ChargeDetailBody, ...] = ()
     """The session's charge details so far (empty when idle or without a tariff)."""
@@ -117,15 +121,15 @@ class BmsProcessBody(_Body, frozen=True, kw_only=True):
 
 
 class ChargeDetailBody(_Body, frozen=True, kw_only=True):
-    """Energy and money of one tariff period inside an order."""
+    """Energy (as billed: 0.01 kWh, docs/BILLING.md) and money of one tariff period."""
 
     start_ts: str
     end_ts: str
-    elec_price_yuan_per_kwh: float
-    service_price_yuan_per_kwh: float
-    energy_kwh: float
-    elec_money_yuan: float
-    service_money_yuan: float
+    elec_price_yuan_per_kwh: Decimal
+    service_price_yuan_per_kwh: Decimal
+    energy_kwh: Decimal
+    elec_money_yuan: Decimal
+    service_money_yuan: Decimal
 
 
 class VehicleBody(_Body, frozen=True, kw_only=True):
@@ -203,9 +207,9 @@ class ChargeOrderBody(_Body, frozen=True, kw_only=True):
     """Why a field is estimated or flagged, in words (restart, meter silent, register back)."""
     tariff_id: str | None = None
     """The tariff the money was computed by (None: no tariff configured, money 0)."""
-    elec_money_yuan: float = 0.0
-    service_money_yuan: float = 0.0
-    total_money_yuan: float = 0.0
+    elec_money_yuan: Decimal = Decimal("0.00")
+    service_money_yuan: Decimal = Decimal("0.00")
+    total_money_yuan: Decimal = Decimal("0.00")
     """Rounded to 0.01 yuan and the exact sum of the details (docs/BILLING.md)."""
     charge_details: tuple[ChargeDetailBody, ...] = ()
 

@@ -116,9 +116,10 @@ def audit_state(events: Iterable[StoredRecord]) -> AuditState:
 
 
 def order_figures(order: ChargeOrderBody) -> tuple[Decimal, Decimal]:
-    """The order's metered energy (kWh, as the meter gave it) and its own money (yuan)."""
+    """The order's metered energy (kWh, as the meter gave it) and its own money (yuan, to the
+    fen: an order of an earlier version may hold ``12.3`` for ``12.30``)."""
     metered = Decimal(repr(order.energy_kwh))
-    own = Decimal(repr(order.total_money_yuan)).quantize(CENT, ROUND_HALF_UP)
+    own = order.total_money_yuan.quantize(CENT, ROUND_HALF_UP)
     return metered, own
 
 

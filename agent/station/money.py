@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.billing.split import Bill, RegisterTrail, bill
+from agent.billing.split import PRICE_STEP, Bill, RegisterTrail, bill
 from agent.billing.tariff import TariffBook
 from agent.records.bodies import ChargeDetailBody
 from agent.records.envelope import iso_ts
@@ -137,18 +137,18 @@ def order_money(b: Bill | None) -> dict[str, object]:
         ChargeDetailBody(
             start_ts=iso_ts(d.start_ts),
             end_ts=iso_ts(d.end_ts),
-            elec_price_yuan_per_kwh=float(d.elec_price),
-            service_price_yuan_per_kwh=float(d.service_price),
-            energy_kwh=float(d.power_kwh),
-            elec_money_yuan=float(d.elec_money),
-            service_money_yuan=float(d.service_money),
+            elec_price_yuan_per_kwh=d.elec_price.quantize(PRICE_STEP),
+            service_price_yuan_per_kwh=d.service_price.quantize(PRICE_STEP),
+            energy_kwh=d.power_kwh,
+            elec_money_yuan=d.elec_money,
+            service_money_yuan=d.service_money,
         )
         for d in b.details
     )
     return {
         "tariff_id": b.tariff_id,
-        "elec_money_yuan": float(b.total_elec_money),
-        "service_money_yuan": float(b.total_service_money),
-        "total_money_yuan": float(b.total_money),
+        "elec_money_yuan": b.total_elec_money,
+        "service_money_yuan": b.total_service_money,
+        "total_money_yuan": b.total_money,
         "charge_details": details,
     }

@@ -35,7 +35,7 @@ from agent.uplink.cec.mapping import start_charge_seq
 from agent.uplink.mqtt.commands import CommandHandler
 from tests.foundation.test_config import BASE, TARIFF
 from tests.uplink.conftest import STATION
-from tests.uplink.test_mqtt_uplink import Platform
+from tests.uplink.test_mqtt_commands import Platform
 from tests.uplink.test_mqtt_uplink import settings as mqtt_settings
 
 T_END = 1_764_700_000.0
@@ -43,12 +43,12 @@ TOL = Tolerance(Decimal("0.05"), Decimal("0.5"), Decimal("0.01"))
 
 
 def order_record(
-    session: str = "C1-20261202181320000", kwh: float = 30.125, yuan: float = 42.77
+    session: str = "C1-20261202181320000", kwh: float = 30.125, yuan: str = "42.77"
 ) -> Record:
     body = ChargeOrderBody(
         session_id=session, start_ts=iso_ts(T_END - 3600), end_ts=iso_ts(T_END), energy_kwh=kwh,
-        duration_s=3600, stop_reason=2, total_money_yuan=yuan, elec_money_yuan=18.67,
-        service_money_yuan=24.10, meter_energy_start_kwh=1000.0, meter_energy_end_kwh=1000.0 + kwh,
+        duration_s=3600, stop_reason=2, total_money_yuan=Decimal(yuan), elec_money_yuan=Decimal("18.67"),
+        service_money_yuan=Decimal("24.10"), meter_energy_start_kwh=1000.0, meter_energy_end_kwh=1000.0 + kwh,
     )  # fmt: skip
     return Record(
         kind="charge_order", ts=iso_ts(T_END), station_id="S1", equipment_id="E1",
@@ -135,7 +135,7 @@ def test_energy_tolerance_is_the_larger_allowance() -> None:
     assert alarms(ok) == []
     off, result = check_billed(order, figure("30.285", "42.77"), TOL, AuditState(), T_END)
     assert alarms(off) == [(9008, "raised")] and result["energy_tolerance_kwh"] == "0.150625"
-    small = stored(order_record(kwh=2.0, yuan=2.84))  # 0.5 % is 0.01 kWh: the 0.05 kWh floor
+    small = stored(order_record(kwh=2.0, yuan="2.84"))  # 0.5 % is 0.01 kWh: the 0.05 kWh floor
     assert alarms(check_billed(small, figure("2.05", "2.84"), TOL, AuditState(), T_END)[0]) == []
     assert alarms(check_billed(small, figure("2.051", "2.84"), TOL, AuditState(), T_END)[0]) == [
         (9008, "raised")

@@ -47,9 +47,11 @@ def test_live_samples_carry_the_money_so_far() -> None:
     out += run(model, events)
     charging = [r for r in of(out, "connector_status", AC) if r.body["status"] == 3]
     before, last = charging[1], charging[-1]
-    assert [d["elec_price_yuan_per_kwh"] for d in before.body["charge_details"]] == [0.31]
+    # the record holds the exact decimal text, the decoded body the Decimal
+    assert [d["elec_price_yuan_per_kwh"] for d in before.body["charge_details"]] == ["0.3100"]
     body = msgspec.convert(last.body, ConnectorStatusBody)
-    assert [d.elec_price_yuan_per_kwh for d in body.charge_details] == [0.31, 0.62]
+    prices = [d.elec_price_yuan_per_kwh for d in body.charge_details]
+    assert prices == [Decimal("0.31"), Decimal("0.62")]
     sample_s = T0 + 5 + 299
     wire = decode_business(encode_business(equip_charge_status(AC, body, sample_s, CTX) or {}))
     assert validate(wire, SCHEMAS["notification_equip_charge_status"]) is None
@@ -84,4 +86,4 @@ def test_no_tariff_no_tt_and_no_money() -> None:
     assert '"TT"' not in order.body["ocmf"]
     charging = [r for r in of(records, "connector_status", DC) if r.body["status"] == 3]
     assert charging and all(not r.body["charge_details"] for r in charging)
-    assert all(r.body["elec_money_yuan"] == 0.0 for r in charging)
+    assert all(r.body["elec_money_yuan"] == "0.00" for r in charging)

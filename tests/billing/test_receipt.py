@@ -67,13 +67,14 @@ def test_receipt_verifies_offline(station_ledger: tuple[Path, Path, Path], tmp_p
     assert receipt["ledger_checkpoint"]["seq"] >= 6
     checked = evgw("receipt", "verify", str(tmp_path / "r.json"), "--pubkey", str(pub))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "OK:" in checked.stdout and "energy 30.125 kWh, total 45.5 yuan" in checked.stdout
+    assert "OK:" in checked.stdout and "energy 30.125 kWh, total 45.50 yuan" in checked.stdout
+    assert receipt["record"]["body"]["total_money_yuan"] == "45.50"  # the exact text, hashed
 
 
 @pytest.mark.parametrize(
     ("tamper", "reason"),
     [
-        (lambda r: r["record"]["body"].update(total_money_yuan=4.55), "the order was changed"),
+        (lambda r: r["record"]["body"].update(total_money_yuan="45.51"), "the order was changed"),
         (lambda r: r["record"]["body"].update(energy_kwh=3.0), "the order was changed"),
         (lambda r: r["attestation"].update(seq=5), "the attestation is for another record"),
         (

@@ -37,7 +37,7 @@ from tests.billing.test_billed import NoPublish
 from tests.station.station_fixtures import AC, BASE, METERS, of
 from tests.station.test_station_model import reading, run
 from tests.uplink.conftest import STATION
-from tests.uplink.test_mqtt_uplink import Platform
+from tests.uplink.test_mqtt_commands import Platform
 from tests.uplink.test_mqtt_uplink import settings as mqtt_settings
 
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -124,12 +124,12 @@ async def test_pushed_version_splits_a_running_session_and_survives_a_restart(
     out += run(model, [reading(T0 + 405 + i, energy, 0.0) for i in range(200)])
     (order,) = of(out, "charge_order", AC)
     details = order.body["charge_details"]
-    assert [d["elec_price_yuan_per_kwh"] for d in details] == [0.62, 1.0]
+    assert [d["elec_price_yuan_per_kwh"] for d in details] == ["0.6200", "1.0000"]
     assert details[0]["end_ts"] == details[1]["start_ts"] == "2023-11-14T22:18:20.000Z"
     # 200 s at 7.36 kW, 96 s at 3.68 kW to the change: 0.507 kWh (0.51); 0.613 at the end (0.61);
     # details are the differences of the rounded cumulatives (a straight line from start to end
     # would have put 0.45 before the change)
-    assert [d["energy_kwh"] for d in details] == [0.51, 0.10]
+    assert [d["energy_kwh"] for d in details] == ["0.51", "0.10"]
     assert order.body["energy_kwh"] == round(200 * 230.0 * 48 / 3.6e6, 3)
     restarted = config_with_pushed(parse_config(config_text(tmp_path)))
     assert [t.valid_from for t in restarted.tariffs] == [None, local(T0 + 300)]

@@ -106,7 +106,7 @@ def test_wrong_billed_figure_reaches_the_city_platform(
         args = {
             "session_id": order["body"]["session_id"],
             "billed_kwh": str(billed),
-            "billed_yuan": f"{order['body']['total_money_yuan']:.2f}",
+            "billed_yuan": order["body"]["total_money_yuan"],  # the record's exact text
         }
         reply = operator.send("billed", signed(key, "billed", "bill-1", args))
         assert reply["ok"] is True, reply

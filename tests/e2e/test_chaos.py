@@ -360,24 +360,27 @@ def chaos_seed() -> int:
 
 def assert_money_of_the_whole_session(body: dict[str, Any]) -> None:
     """The rig's tariff is one flat period (0.62 + 0.80 yuan/kWh): whatever the kills, an
-    order's money is that of its whole energy, in details that add up exactly."""
+    order's money is that of its whole energy, in details that add up exactly. The record holds
+    money, prices and billed kWh as decimal strings (exact, docs/RECORDS.md)."""
     details = body["charge_details"]
     assert body["tariff_id"] == "std" and details, body
-    power = sum((Decimal(repr(d["energy_kwh"])) for d in details), Decimal(0))
+    power = sum((Decimal(d["energy_kwh"]) for d in details), Decimal(0))
     assert abs(power - Decimal(repr(body["energy_kwh"]))) <= Decimal("0.01"), body
     fen = Decimal("0.01")
     for d in details:
-        kwh = Decimal(repr(d["energy_kwh"]))
-        assert Decimal(repr(d["elec_money_yuan"])) == (kwh * Decimal("0.62")).quantize(
+        kwh = Decimal(d["energy_kwh"])
+        assert (d["elec_price_yuan_per_kwh"], d["service_price_yuan_per_kwh"]) == (
+            "0.6200",
+            "0.8000",
+        )
+        assert Decimal(d["elec_money_yuan"]) == (kwh * Decimal("0.62")).quantize(fen, ROUND_HALF_UP)
+        assert Decimal(d["service_money_yuan"]) == (kwh * Decimal("0.8")).quantize(
             fen, ROUND_HALF_UP
         )
-        assert Decimal(repr(d["service_money_yuan"])) == (kwh * Decimal("0.8")).quantize(
-            fen, ROUND_HALF_UP
-        )
-    elec = sum((Decimal(repr(d["elec_money_yuan"])) for d in details), Decimal(0))
-    service = sum((Decimal(repr(d["service_money_yuan"])) for d in details), Decimal(0))
-    assert Decimal(repr(body["elec_money_yuan"])) == elec, body
-    assert Decimal(repr(body["total_money_yuan"])) == elec + service, body
+    elec = sum((Decimal(d["elec_money_yuan"]) for d in details), Decimal(0))
+    service = sum((Decimal(d["service_money_yuan"]) for d in details), Decimal(0))
+    assert Decimal(body["elec_money_yuan"]) == elec, body
+    assert Decimal(body["total_money_yuan"]) == elec + service, body
 
 
 def test_chaos_kills_broker_restart_platform_errors(make_rig: Callable[..., Rig]) -> None:

@@ -47,12 +47,13 @@ def test_capture_order_split_at_a_tariff_boundary(
     assert body.tariff_id == "std" and len(body.charge_details) == 2
     first, second = body.charge_details
     assert first.end_ts == second.start_ts == "2023-12-26T03:09:00.000Z"
-    assert (first.elec_price_yuan_per_kwh, second.elec_price_yuan_per_kwh) == (0.62, 1.02)
-    energy = [Decimal(repr(d.energy_kwh)) for d in body.charge_details]
+    prices = (first.elec_price_yuan_per_kwh, second.elec_price_yuan_per_kwh)
+    assert prices == (Decimal("0.62"), Decimal("1.02"))
+    assert order["body"]["charge_details"][0]["elec_price_yuan_per_kwh"] == "0.6200"
+    energy = [d.energy_kwh for d in body.charge_details]
     assert sum(energy) == Decimal(repr(body.energy_kwh)).quantize(Decimal("0.01"))
     assert body.total_money_yuan > 0
-    money = Decimal(repr(body.elec_money_yuan)) + Decimal(repr(body.service_money_yuan))
-    assert Decimal(repr(body.total_money_yuan)) == money
+    assert body.total_money_yuan == body.elec_money_yuan + body.service_money_yuan
     stored = msgspec.convert(
         {**order, "seq": 1, "id": "gw:1", "prev": "0" * 64, "hash": "0" * 64}, StoredRecord
     )

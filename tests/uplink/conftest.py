@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,8 @@ def order_record(session: str = "SESSION-1", end_offset_s: float = 3600.0) -> Re
         session_id=session, start_ts=ts(), end_ts=ts(end_offset_s), meter_energy_start_kwh=1000.0,
         meter_energy_end_kwh=1030.125, energy_kwh=30.125, soc_start_pct=20, soc_end_pct=80,
         duration_s=int(end_offset_s), stop_reason=2, stop_bits={"bst_soc_reached": 1},
-        total_money_yuan=45.5, elec_money_yuan=30.0, service_money_yuan=15.5,
+        total_money_yuan=Decimal("45.50"), elec_money_yuan=Decimal("30.00"),
+        service_money_yuan=Decimal("15.50"),
     )  # fmt: skip
     return record("charge_order", body, "C1", end_offset_s)
 

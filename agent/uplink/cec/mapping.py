@@ -83,9 +83,11 @@ class Notification:
 # --- value formats ------------------------------------------------------------------------
 
 
-def dec(value: float, places: int) -> Decimal:
-    """``value`` rounded half-up to ``places`` decimals, printed with trailing zeros."""
-    return Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+def dec(value: float | Decimal, places: int) -> Decimal:
+    """``value`` rounded half-up to ``places`` decimals, printed with trailing zeros. Money and
+    prices come as ``Decimal`` and are taken as they are (no float on their way)."""
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
 
 
 def cst_datetime(iso: str) -> str:
