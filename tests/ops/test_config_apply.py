@@ -117,6 +117,12 @@ def meter_block(text: str, meter_id: str) -> tuple[int, int]:
     return start, text.index("\n\n", start)
 
 
+def block_of(rig: Rig, meter_id: str) -> str:
+    text = rig.config.read_text()
+    start, end = meter_block(text, meter_id)
+    return text[start:end]
+
+
 def set_in_meter(text: str, meter_id: str, key: str, value: str) -> str:
     start, end = meter_block(text, meter_id)
     block = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text[start:end])
@@ -338,7 +344,11 @@ def test_hostile_config_requests_are_answered(rig: Rig) -> None:
 
 
 def test_signed_mqtt_config_apply_through_the_broker(rig: Rig) -> None:
-    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", "1")
+    current = re.search(r"(?m)^poll_interval_s = (\S+)$", block_of(rig, "dc-01"))
+    assert current is not None
+    old = float(current.group(1))
+    new = 1.5 if old != 1.5 else 2.5  # whatever an earlier test of the module left
+    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", str(new))
     client = CommandClient(rig.broker.port, f"{TOPIC_PREFIX}/{STATION_ID}")
     try:
         args = {"toml": text, "timeout_s": 5}
@@ -352,7 +362,7 @@ def test_signed_mqtt_config_apply_through_the_broker(rig: Rig) -> None:
     assert reply["ok"] is True, reply
     answer = reply["result"]
     assert answer["outcome"] == "applied" and answer["requested_by"] == "mqtt config.apply c-1"
-    assert answer["changes"] == ["meters.dc-01.poll_interval_s: 2.0 → 1.0"]
+    assert answer["changes"] == [f"meters.dc-01.poll_interval_s: {old} → {new}"]
 
 
 def test_sighup_switches_only_the_changed_parts_too(rig: Rig) -> None:
