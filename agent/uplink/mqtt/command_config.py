@@ -17,15 +17,12 @@ uplink delivers, and ``config.get`` shows the running config.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from agent.uplink.mqtt.command_context import ServiceContext
+from agent.uplink.mqtt.command_context import ServiceContext, evgw_child, first_line
 from agent.uplink.mqtt.command_roles import Refused
 
 MAX_TOML_BYTES: Final = 32_768
@@ -51,27 +48,12 @@ async def apply_config(
         args += ["--requested-by", requested_by[:80]]
         if timeout_s is not None:
             args += ["--timeout", str(timeout_s)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.cli",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), wait_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise Refused(f"the service did not answer the apply within {wait_s:.0f} s") from None
-    if proc.returncode in (0, 1):
+        code, out, err = await evgw_child(args, wait_s)
+    if code in (0, 1):
         try:
             answer = json.loads(out)
         except ValueError:
             answer = None
         if isinstance(answer, dict):
             return answer
-    lines = err.decode("utf-8", "replace").strip().splitlines()
-    raise Refused(f"evgw config apply failed: {lines[0] if lines else proc.returncode}")
+    raise Refused(f"evgw config apply failed: {first_line(err, code)}")

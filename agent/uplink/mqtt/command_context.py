@@ -138,8 +138,9 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:
-    """``evgw ARGS`` in a child process; its stdout, or :class:`Refused` with its error."""
+async def evgw_child(args: list[str], timeout_s: float) -> tuple[int, bytes, bytes]:
+    """``evgw ARGS`` in a child process: its exit code, stdout and stderr; :class:`Refused`
+    when it does not finish within ``timeout_s`` (it is killed)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -155,7 +156,17 @@ async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:
         proc.kill()
         await proc.wait()
         raise Refused(f"evgw {args[0]} did not finish within {timeout_s:.0f} s") from None
-    if proc.returncode != 0:
-        reason = err.decode("utf-8", "replace").strip().splitlines()
-        raise Refused(f"evgw {args[0]} failed: {reason[0] if reason else proc.returncode}")
+    return int(proc.returncode or 0), out, err
+
+
+def first_line(err: bytes, code: int) -> str:
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else str(code)
+
+
+async def run_evgw(*args: str, timeout_s: float = EVGW_TIMEOUT_S) -> bytes:
+    """``evgw ARGS`` in a child process; its stdout, or :class:`Refused` with its error."""
+    code, out, err = await evgw_child(list(args), timeout_s)
+    if code != 0:
+        raise Refused(f"evgw {args[0]} failed: {first_line(err, code)}")
     return out
