@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.commands.service_link import ask_running
 from agent.config.errors import ConfigError
 from agent.config.load import default_config_path, load_config
 from agent.errors import UserError
 from agent.service.apply import MAX_CONFIG_BYTES
-from agent.service.status_socket import SOCKET_NAME, ask, socket_path
+from agent.service.status_socket import SOCKET_NAME, socket_path
 
 REPLY_MARGIN_S = 30.0
 """Beyond the apply and a rollback, how long the answer may take."""
@@ -105,19 +106,7 @@ def _where(args: argparse.Namespace) -> tuple[Path, float]:
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
     path, apply_timeout_s = _where(args)
     wait_s = 2 * (args.timeout or apply_timeout_s) + REPLY_MARGIN_S
-    try:
-        reply = ask(path, "config", request, timeout_s=wait_s)
-    except FileNotFoundError:
-        raise UserError(
-            f"no status socket at {path}: is the service running? (systemctl status evgw); "
-            "nothing was applied"
-        ) from None
-    except PermissionError:
-        raise UserError(f"permission denied on {path}: run as root or as the evgw user") from None
-    except (ConnectionRefusedError, TimeoutError) as exc:
-        raise UserError(f"the service did not answer on {path} ({exc})") from None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    reply = ask_running(path, "config", request, timeout_s=wait_s, unchanged="nothing was applied")
     if "outcome" not in reply:
         raise UserError(f"the service cannot apply configs ({reply.get('error')}): update it")
     return reply

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.commands.service_link import ask_running
 from agent.config.errors import ConfigError
 from agent.config.load import default_config_path, load_config
-from agent.errors import UserError
 from agent.ops.layout import Layout
-from agent.service.status_socket import SOCKET_NAME, query_status, socket_path
+from agent.service.status_socket import SOCKET_NAME, socket_path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,18 +49,7 @@ def _resolve_socket(args: argparse.Namespace) -> Path:
 
 def _status(args: argparse.Namespace) -> int:
     path = _resolve_socket(args)
-    try:
-        snapshot = query_status(path)
-    except FileNotFoundError:
-        raise UserError(
-            f"no status socket at {path}: is the service running? (systemctl status evgw)"
-        ) from None
-    except PermissionError:
-        raise UserError(f"permission denied on {path}: run as root or as the evgw user") from None
-    except (ConnectionRefusedError, TimeoutError) as exc:
-        raise UserError(f"the service did not answer on {path} ({exc})") from None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    snapshot = ask_running(path, None, timeout_s=5.0)
     layout = Layout(args.root)
     snapshot["release"] = {
         "current": layout.version_of(layout.current),

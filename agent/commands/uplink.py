@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.commands.service_link import ask_running
 from agent.config.errors import ConfigError
 from agent.config.load import default_config_path, load_config
 from agent.errors import UserError
-from agent.service.status_socket import SOCKET_NAME, ask, socket_path
+from agent.service.status_socket import SOCKET_NAME, socket_path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,18 +64,7 @@ def _ask(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
             path = socket_path(load_config(args.config).gateway.runtime_dir)
         except ConfigError:
             path = socket_path("/run/evgw")
-    try:
-        reply = ask(Path(path), "uplink", request)
-    except FileNotFoundError:
-        raise UserError(
-            f"no status socket at {path}: is the service running? (systemctl status evgw)"
-        ) from None
-    except PermissionError:
-        raise UserError(f"permission denied on {path}: run as root or as the evgw user") from None
-    except (ConnectionRefusedError, TimeoutError) as exc:
-        raise UserError(f"the service did not answer on {path} ({exc})") from None
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    reply = ask_running(Path(path), "uplink", request)
     if "error" in reply and "ok" not in reply:
         raise UserError(f"the service does not know uplink requests ({reply['error']}): update it")
     if not reply.get("ok"):
