@@ -4,14 +4,11 @@ The station model builds a body struct, turns it into a plain dict with :func:`b
 and puts it in a :class:`agent.records.envelope.Record`. Uplinks read the dict back with
 :func:`decode_body`, which validates it and names the kind and the field on error.
 
-Field names are snake_case English with units in the name. Codes that a platform defines
-(connector status, stop reason, alarm code/type/level, station type …) are the T/CEC 102 /
-Shenzhen DB4403/T 77 integer codes (see ``docs/RECORDS.md`` and ``shared/spec/tcec102.md``),
-so mapping a record to a platform object never has to translate meanings, only names and
-formats. Times inside bodies are UTC ISO 8601 with milliseconds and ``Z``, like ``Record.ts``.
-
-Money and prices are ``Decimal`` yuan, never floats: decimal strings with fixed decimals in the
-dict (``"12.30"``, ``"0.6200"``); :func:`decode_body` reads older records' JSON numbers alike.
+Field names are snake_case English with units in the name. Codes a platform defines (connector
+status, stop reason, alarm code/type/level …) are the T/CEC 102 / DB4403/T 77 integer codes
+(``docs/RECORDS.md``), so a mapping translates names and formats, never meanings. Times are UTC
+ISO 8601 with milliseconds and ``Z``. Money and prices are ``Decimal`` yuan, never floats:
+fixed-decimal strings in the dict (``"12.30"``); older records' JSON numbers decode alike.
 """
 
 from __future__ import annotations
