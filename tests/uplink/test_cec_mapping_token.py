@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from decimal import Decimal
 
@@ -166,5 +167,10 @@ def test_late_joined_session_invents_nothing() -> None:
     assert info["BMSVer"] == "unknown" and info["VoltageL"] == Decimal("3.31")
     wire = json.loads(encode_business(note.data), parse_float=Decimal)
     assert validate(wire, SCHEMAS[note.interface]) is None
+    quiet = notification_for(
+        stored(record("bms_process", body)), dataclasses.replace(CTX, unknown_fields_member=False)
+    )
+    assert quiet is not None and "UnknownFields" not in quiet.data["BmsInfo"]
+    assert quiet.data["BmsInfo"]["MaxTemp"] == 0  # the neutral value stays
     known = notification_for(stored(record("bms_process", bms_body())), CTX)
     assert known is not None and known.data["BmsInfo"]["MaxChargeCurrent"] == Decimal("250.0")

@@ -84,6 +84,9 @@ class CecSection(Section, kw_only=True):
     iv_equals_key: bool = False
     """Platform quirk: the AES IV is the DataSecret itself (Shenzhen 2020-era)."""
     accept_lowercase_sig: bool = False
+    unknown_fields_member: bool = True
+    """``BmsInfo.UnknownFields`` names the members the gateway could not know (docs/RECORDS.md);
+    false leaves the project member out for a platform that refuses members it does not know."""
     """Platform quirk: the platform answers with a lower-case hex Sig."""
     serve_listen: (
         Annotated[str, Meta(pattern=r"^[^\s:]+:[0-9]{1,5}$", description="host:port")] | None

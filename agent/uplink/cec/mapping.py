@@ -64,6 +64,8 @@ class MappingContext:
     equipment_owner_id: str
     station_name: str
     integer_status_values: bool = True
+    unknown_fields_member: bool = True
+    """Name what is unknown in ``BmsInfo.UnknownFields`` (``[uplinks.cec]``)."""
     """Shenzhen declares ConnectorStatusInfo currents/voltages int: send rounded integers."""
     project_carriers: dict[str, ProjectCarrier] = field(
         default_factory=lambda: dict(DEFAULT_PROJECT_CARRIERS)
@@ -154,14 +156,16 @@ def connector_status_info(
     return info
 
 
-def bms_info(body: BmsProcessBody, connector_id: str) -> dict[str, Any]:
+def bms_info(
+    body: BmsProcessBody, connector_id: str, unknown_member: bool = True
+) -> dict[str, Any]:
     """The Shenzhen ``BmsInfo`` object (all members required).
 
     Nothing is invented: a member the gateway does not know (the vehicle's limits and
     identification when it joined the session after BRM/BCP; ``VoltageL`` when the vehicle
     sends no per-cell voltages, spec §20) carries the spec's neutral value — 0, or
-    ``unknown`` for ``BMSVer`` — and is named in the project member ``UnknownFields``, which
-    platforms ignore as an extra member (docs/RECORDS.md, "values the gateway cannot know").
+    ``unknown`` for ``BMSVer`` — and is named in the project member ``UnknownFields`` unless
+    ``unknown_member`` is off (docs/RECORDS.md, "values the gateway cannot know").
     """
     if body.bms_code:
         code = body.bms_code
@@ -198,7 +202,7 @@ def bms_info(body: BmsProcessBody, connector_id: str) -> dict[str, Any]:
         "TemptureL": body.min_temp_c,
         **placeholder,
     }
-    if unknown:
+    if unknown and unknown_member:
         info["UnknownFields"] = unknown
     return info
 
@@ -224,7 +228,7 @@ def alarm_info(record: StoredRecord, body: AlarmBody, ctx: MappingContext) -> di
     if body.message:
         info["NoteString"] = body.message[:255]
     if body.bms is not None:
-        info["BmsInfo"] = bms_info(body.bms, record.connector_id or "")
+        info["BmsInfo"] = bms_info(body.bms, record.connector_id or "", ctx.unknown_fields_member)
     return info
 
 
@@ -399,7 +403,7 @@ def notification_for(record: StoredRecord, ctx: MappingContext) -> Notification 
         data = {
             "ConnectorID": connector,
             "Status": body.connector_status,
-            "BmsInfo": bms_info(body, connector),
+            "BmsInfo": bms_info(body, connector, ctx.unknown_fields_member),
         }
     elif isinstance(body, AlarmBody):
         if not body.for_platform:

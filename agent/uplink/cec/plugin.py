@@ -115,6 +115,7 @@ def cec_settings(config: Config, c: CecSection, s: CecPlatformSecrets) -> CecSet
         retry_cap_s=c.retry_max_s,
         key_as_iv=c.iv_equals_key,
         accept_lowercase_sig=c.accept_lowercase_sig,
+        unknown_fields_member=c.unknown_fields_member,
         ca_file=_path(c.ca_file),
         client_cert=_path(c.cert_file),
         client_key=_path(c.key_file),

@@ -155,7 +155,7 @@ class Queries:
         _record, body = await self._newest("bms_process", connector)
         if not isinstance(body, BmsProcessBody):
             return {"ConnectorID": connector, "Status": 1}
-        info = bms_info(body, connector)
+        info = bms_info(body, connector, self._ctx.unknown_fields_member)
         return {"ConnectorID": connector, "Status": body.connector_status, "BmsInfo": info}
 
     async def alarm_info(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class CecSettings:
     key_as_iv: bool = default_of(CecSection, "iv_equals_key")
     """Shenzhen 2020 quirk: the DataSecret is also the IV."""
     accept_lowercase_sig: bool = default_of(CecSection, "accept_lowercase_sig")
+    unknown_fields_member: bool = default_of(CecSection, "unknown_fields_member")
     verify_response_sig: bool = True
     integer_status_values: bool = True
     send_record_id_header: bool = True

@@ -95,6 +95,7 @@ class CecUplink:
             equipment_owner_id=settings.equipment_owner_id or settings.operator_id,
             station_name=settings.station_name,
             integer_status_values=settings.integer_status_values,
+            unknown_fields_member=settings.unknown_fields_member,
             project_carriers=settings.project_carriers,
         )
         self.client = CecClient(settings, self.stats, clock)
