@@ -38,6 +38,8 @@ from tests.e2e.helpers import (
 )
 from tests.ops.platform import CommandClient, PlatformKey
 
+pytestmark = pytest.mark.xdist_group("config-apply")
+"""One worker, in file order: the tests share one running gateway and build on its config."""
 APPLY_TIMEOUT_S = 4
 ADMIN, READ_ONLY = PlatformKey(), PlatformKey()
 
@@ -117,10 +119,15 @@ def meter_block(text: str, meter_id: str) -> tuple[int, int]:
     return start, text.index("\n\n", start)
 
 
-def block_of(rig: Rig, meter_id: str) -> str:
+def interval_change(rig: Rig, meter_id: str, wanted: float) -> tuple[float, float]:
+    """The meter's poll interval now (whatever an earlier test of the module left: xdist runs
+    them in any order) and a different one to apply."""
     text = rig.config.read_text()
     start, end = meter_block(text, meter_id)
-    return text[start:end]
+    found = re.search(r"(?m)^poll_interval_s = (\S+)$", text[start:end])
+    assert found is not None
+    current = float(found.group(1))
+    return current, wanted if wanted != current else wanted + 1.0
 
 
 def set_in_meter(text: str, meter_id: str, key: str, value: str) -> str:
@@ -134,11 +141,12 @@ def test_meter_interval_rebuilds_its_line_alone(rig: Rig) -> None:
     opened = bus_opens(rig)
     old_text = rig.config.read_text()
     old_inode = rig.config.stat().st_ino
-    text = set_in_meter(old_text, "dc-01", "poll_interval_s", "2")
+    current, new = interval_change(rig, "dc-01", 2.0)
+    text = set_in_meter(old_text, "dc-01", "poll_interval_s", str(new))
     code, reply, err = apply(rig, text)
     assert code == 0, (reply, err)
     assert reply["outcome"] == "applied"
-    assert reply["changes"] == ["meters.dc-01.poll_interval_s: 1.0 → 2.0"]
+    assert reply["changes"] == [f"meters.dc-01.poll_interval_s: {current} → {new}"]
     line = f"127.0.0.1:{rig.station.modbus_port}"
     assert reply["parts"] == [f"meter line {line}"]
     after = status(rig)
@@ -169,7 +177,13 @@ def test_meter_interval_rebuilds_its_line_alone(rig: Rig) -> None:
 def test_changed_uplink_reconnects_alone(rig: Rig) -> None:
     before = status(rig)
     connects = rig.agent.log_text().count("MQTT connected")
-    text = rig.config.read_text().replace("[uplinks.mqtt]\n", "[uplinks.mqtt]\nkeepalive_s = 30\n")
+    running = rig.config.read_text()
+    kept = rig.config.with_name("evgw.toml.1")
+    previous = kept.read_text() if kept.exists() else None
+    keepalive = "keepalive_s = 31\n" if "keepalive_s = 30\n" in running else "keepalive_s = 30\n"
+    text = re.sub(r"(?m)^keepalive_s = .*\n", "", running).replace(
+        "[uplinks.mqtt]\n", f"[uplinks.mqtt]\n{keepalive}", 1
+    )
     code, reply, err = apply(rig, text)
     assert code == 0, (reply, err)
     assert reply["parts"] == ["uplink mqtt"]
@@ -181,11 +195,10 @@ def test_changed_uplink_reconnects_alone(rig: Rig) -> None:
     assert after["meter_lines"] == before["meter_lines"]
     for cid in rig.connectors:
         assert after["can_buses"][cid]["frames"] > before["can_buses"][cid]["frames"]
-    # two applies, configs_kept = 2: both replaced files kept, the newest first
-    assert rig.config.with_name("evgw.toml.1").read_text() == set_in_meter(
-        text.replace("keepalive_s = 30\n", ""), "dc-01", "poll_interval_s", "2"
-    )
-    assert rig.config.with_name("evgw.toml.2").exists()
+    # configs_kept = 2: the replaced file is .1, the one it replaced moved on to .2
+    assert kept.read_text() == running
+    if previous is not None:
+        assert rig.config.with_name("evgw.toml.2").read_text() == previous
 
 
 def test_changed_bus_reopens_alone(rig: Rig) -> None:
@@ -269,8 +282,8 @@ def test_breaking_a_working_meter_rolls_back(rig: Rig) -> None:
     assert reply["parts"] == [f"meter line localhost:{rig.station.modbus_port}"]
     assert rig.config.read_text() == running  # the file untouched, the history too
     assert sorted(p.name for p in rig.directory.glob("evgw.toml.*")) == history
-    (event,) = events(rig, "config_rolled_back")
-    assert event["details"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (event,) = [e for e in events(rig, "config_rolled_back") if e["details"]["sha256"] == digest]
     assert event["details"]["reason"] == reply["reason"]
     wait_until(lambda: all_working(status(rig)), 15, "the restored meter working again")
     assert status(rig)["config"]["sha256"] == hashlib.sha256(running.encode()).hexdigest()
@@ -344,10 +357,7 @@ def test_hostile_config_requests_are_answered(rig: Rig) -> None:
 
 
 def test_signed_mqtt_config_apply_through_the_broker(rig: Rig) -> None:
-    current = re.search(r"(?m)^poll_interval_s = (\S+)$", block_of(rig, "dc-01"))
-    assert current is not None
-    old = float(current.group(1))
-    new = 1.5 if old != 1.5 else 2.5  # whatever an earlier test of the module left
+    old, new = interval_change(rig, "dc-01", 1.5)
     text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", str(new))
     client = CommandClient(rig.broker.port, f"{TOPIC_PREFIX}/{STATION_ID}")
     try:
@@ -368,7 +378,8 @@ def test_signed_mqtt_config_apply_through_the_broker(rig: Rig) -> None:
 def test_sighup_switches_only_the_changed_parts_too(rig: Rig) -> None:
     opens = bus_opens(rig)
     connects = rig.agent.log_text().count("MQTT connected")
-    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", "3")
+    _current, new = interval_change(rig, "dc-01", 3.0)
+    text = set_in_meter(rig.config.read_text(), "dc-01", "poll_interval_s", str(new))
     rig.config.write_text(text)
     secrets = rig.directory / "secrets.toml"
     secrets.write_text(secrets.read_text() + '\n[mqtt]\nusername = "evgw-e2e"\n')
