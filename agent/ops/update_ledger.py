@@ -119,12 +119,16 @@ def running_layout(prefix: Path | None = None) -> Layout | None:
 
 
 async def watch_steps(ledger: Ledger, config: Config, layout: Layout) -> None:
-    """Inside the service, until cancelled: the journal's new steps into the ledger."""
+    """Inside the service, until cancelled: the journal's new steps into the ledger. Only a
+    journal that grew since the last look costs a ledger query."""
+    handled = _done(layout)
     while True:
         try:
-            steps = layout.steps()[_done(layout) :]
-            if steps and await append_new_steps(ledger, config, steps):
-                log.info("update steps recorded in the ledger")
+            steps = layout.steps()
+            if len(steps) > handled:
+                if await append_new_steps(ledger, config, steps[handled:]):
+                    log.info("update steps recorded in the ledger")
+                handled = len(steps)
         except Exception:  # the journal is a convenience here; the updater writes it again
             log.exception("update journal %s not recorded", layout.journal)
         await asyncio.sleep(WATCH_INTERVAL_S)
