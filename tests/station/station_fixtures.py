@@ -83,11 +83,14 @@ poll_interval_s = 1
 """
 
 
+AC_METER = METERS[METERS.index('[[meters]]\nmeter_id = "ac1"') :]
+
+
 def make_config(*, meters: bool = False, extra: str = "", protocol: str = "modbus") -> Config:
     """The test station; ``meters``: a DC and an AC meter, the DC one of ``protocol``."""
     chosen = METERS
     if protocol == "dlt645":
-        chosen = DLT645_DC + METERS[METERS.index('[[meters]]\nmeter_id = "ac1"') :]
+        chosen = DLT645_DC + AC_METER
     return parse_config(BASE + (chosen if meters else "") + extra)
 
 

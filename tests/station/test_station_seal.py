@@ -26,33 +26,26 @@ from drivers.modbus.events import (
 )
 from sim.charging import VehicleProfile, generate
 from tests.station.sim_runner import MeterPlan, run_sim
-from tests.station.station_fixtures import AC, BASE, DC, check_bodies, make_config, of
+from tests.station.station_fixtures import (
+    AC,
+    AC_METER,
+    BASE,
+    DC,
+    DLT645_DC,
+    check_bodies,
+    make_config,
+    of,
+)
 
 T0 = 1_780_000_000.0
 ID = {"address": "000012345678", "serial": "000000000001", "firmware": "SIM-645 1.0"}
 COUNTS = {"meter_cover_open": 1, "terminal_cover_open": 0, "power_down": 4}
 
-SITE = """
-[[meters]]
-meter_id = "dc1"
-protocol = "dlt645"
-profile = "dcm3366q"
-transport = "rtu"
-port = "/dev/ttyUSB0"
-address = "000012345678"
-connector_id = "SZFT0001DC0101"
-poll_interval_s = 1
-seal_interval_s = 10
-seal_clear_after_s = 60
-[[meters]]
-meter_id = "ac1"
-profile = "ddsu666"
-transport = "tcp"
-host = "127.0.0.1"
-unit_id = 2
-connector_id = "SZFT0001AC0101"
-poll_interval_s = 1
-[[meters]]
+SITE = (
+    DLT645_DC
+    + "seal_interval_s = 10\nseal_clear_after_s = 60\n"
+    + AC_METER
+    + """[[meters]]
 meter_id = "main"
 protocol = "dlt645"
 profile = "dtsu666-dlt645"
@@ -96,6 +89,7 @@ description = "room fan running"
 [sampling]
 ac_session_end_s = 2
 """
+)
 CONFIG = parse_config(BASE.replace("lat = 22.52\n", "lat = 22.52\ncapacity_kw = 100\n") + SITE)
 
 
